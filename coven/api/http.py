@@ -1,0 +1,79 @@
+"""The HTTP channel and Site: framing rules the Coven clients depend on (contract A12, B §1).
+
+* A client that half-closes after its request (the Rust client does) still gets its answer.
+* A declared body over the cap is refused with 413 before a byte of it is read.
+* Idle and slow clients time out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.web import http, server
+from zope.interface import implementer
+
+from coven.errors import payload_too_large
+from coven.wire import encode
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+IDLE_TIMEOUT = 60
+
+
+def raw_response(status: int, body: bytes) -> bytes:
+    """A complete response for the rare answers made below the resource layer."""
+    reason = http.RESPONSES.get(status, b"OK")
+    head = (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % (status, reason, len(body))
+    )
+    return head + body
+
+
+class _Discard:
+    """Swallows the body of a request already answered."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class CovenChannel(http.HTTPChannel):
+    """HTTPChannel that treats a read EOF as the end of input, not of the conversation."""
+
+    _refused = False
+
+    def allHeadersReceived(self) -> None:
+        if self.length is not None and self.length > MAX_BODY_BYTES:
+            self._refused = True
+            self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body())))
+            self.transport.loseConnection()
+            self._transferDecoder = _Discard()
+            self.length = None
+            return
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        if not self._refused:
+            super().allContentReceived()
+
+    def readConnectionLost(self) -> None:
+        if self.requests and self._handlingRequest:
+            # The request is complete and being answered: close once the response is out.
+            self.persistent = False
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+
+class CovenSite(server.Site):
+    protocol = CovenChannel
+    displayTracebacks = False
+
+    def __init__(self, resource: Any, reactor: Any = None) -> None:
+        super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
+
+    def log(self, request: Any) -> None:
+        """Access lines would drown the events that matter; errors are logged where they happen."""

@@ -1,0 +1,61 @@
+"""A parent service that waits for its children, in order, and never loses their errors.
+
+Stock ``MultiService`` starts children without waiting and drops stop failures; a daemon
+whose store must flush after its sessions have exited needs both done properly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+
+class AsyncMultiService(MultiService):
+    """Start children in order and stop them in reverse, each after the previous finished."""
+
+    log = Logger()
+
+    def startService(self) -> Deferred:  # type: ignore[override]
+        self.running = 1
+        done: Deferred = Deferred()
+        pending = list(self)
+
+        def next_child(_: Any = None) -> Any:
+            if not pending:
+                return None
+            return maybeDeferred(pending.pop(0).startService).addCallback(next_child)
+
+        done.addCallback(next_child)
+        done.callback(None)
+        return done
+
+    def stopService(self) -> Deferred:  # type: ignore[override]
+        self.running = 0
+        children = list(self)
+        children.reverse()
+        errors: list[Failure] = []
+        done: Deferred = Deferred()
+
+        def next_child(_: Any = None) -> Any:
+            while children:
+                child = children.pop(0)
+                if not child.running:
+                    continue
+                d = maybeDeferred(child.stopService)
+                d.addErrback(record, child)
+                return d.addCallback(next_child)
+            if errors:
+                return errors[0]
+            return None
+
+        def record(failure: Failure, child: Any) -> None:
+            self.log.failure("stopping service {name} failed", failure, name=child.name)
+            errors.append(failure)
+
+        done.addCallback(next_child)
+        done.callback(None)
+        return done
