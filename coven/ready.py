@@ -1,4 +1,9 @@
-"""The last service to start: tells the world this daemon serves, and takes it back at stop."""
+"""The last service to start: tells the world this daemon serves, and takes it back at stop.
+
+"The world" is ``daemon.json`` in the home and, under systemd (``Type=notify``), the service
+manager: ``READY=1`` once everything before this service runs (the API socket listens), and
+``STOPPING=1`` as soon as the stop begins, with room for the kill ladder.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,9 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from coven.config import Config
+from coven.notify import Notifier
+
+STOP_MARGIN = 10.0  # seconds beyond the kill ladder for exits to be stored and the store to flush
 
 
 class ReadyService(Service):
@@ -18,9 +26,10 @@ class ReadyService(Service):
     name = "ready"
     log = Logger()
 
-    def __init__(self, config: Config, identity: dict[str, Any]) -> None:
+    def __init__(self, config: Config, identity: dict[str, Any], notifier: Notifier | None = None) -> None:
         self._config = config
         self._identity = identity
+        self._notifier = notifier if notifier is not None else Notifier(config.environ)
 
     def startService(self) -> None:
         super().startService()
@@ -32,10 +41,13 @@ class ReadyService(Service):
             f.write("\n")
         os.replace(tmp, path)
         self.log.info("daemon started pid={pid} socket={socket}", **self._identity)
+        self._notifier.ready(f"serving {self._identity['socket']}")
 
     def stopService(self) -> None:
         super().stopService()
         self.log.info("daemon stopping pid={pid}", pid=os.getpid())
+        budget = self._config.hup_grace + self._config.term_grace + STOP_MARGIN
+        self._notifier.stopping("stopping: ending live sessions", extend_seconds=budget)
         path = self._config.daemon_json
         try:
             if json.loads(path.read_text()).get("pid") == os.getpid():
