@@ -138,11 +138,11 @@ class MemoryConnection:
         """The server asked its transport to close (after flushing what it wrote)."""
         return bool(self.transport.disconnecting)
 
-    def responses(self) -> list[Response]:
+    def responses(self, head: bool = False) -> list[Response]:
         """Every complete response written so far, each checked for strict framing."""
         data, found = self.written, []
         while data:
-            response = parse_response(data)
+            response = parse_response(data, head)
             found.append(response)
             data = data[len(response.raw):]
         return found
@@ -163,7 +163,7 @@ class MemoryClient:
         connection = self.connect()
         connection.send(raw if raw is not None else encode_request(method, target, body, headers))
         connection.half_close()
-        responses = connection.responses()
+        responses = connection.responses(head=method == "HEAD")
         assert len(responses) == 1, connection.written
         assert connection.closing, "the server must close after answering a half-closed client"
         response = responses[0]

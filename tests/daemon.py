@@ -63,11 +63,14 @@ class Response:
         return json.loads(self.body)
 
 
-def parse_response(raw: bytes) -> Response:
-    """Parse one Content-Length-framed response; fail loudly on chunking or a short body."""
-    head, sep, rest = raw.partition(b"\r\n\r\n")
+def parse_response(raw: bytes, head: bool = False) -> Response:
+    """Parse one Content-Length-framed response; fail loudly on chunking or a short body.
+
+    ``head``: the answer to a HEAD request, whose Content-Length describes no body.
+    """
+    top, sep, rest = raw.partition(b"\r\n\r\n")
     assert sep, f"no end of headers in {raw[:200]!r}"
-    lines = head.decode("latin-1").split("\r\n")
+    lines = top.decode("latin-1").split("\r\n")
     version, status, *reason = lines[0].split(" ", 2)
     assert version == "HTTP/1.1", lines[0]
     headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
@@ -75,10 +78,10 @@ def parse_response(raw: bytes) -> Response:
     assert not response.header_values("Transfer-Encoding"), "chunked or encoded response"
     lengths = response.header_values("Content-Length")
     assert len(lengths) == 1, f"Content-Length headers: {lengths}"
-    length = int(lengths[0])
+    length = 0 if head else int(lengths[0])
     assert len(rest) >= length, f"body shorter than Content-Length {length}: {rest!r}"
     response.body = rest[:length]
-    response.raw = raw[: len(head) + len(sep) + length]
+    response.raw = raw[: len(top) + len(sep) + length]
     return response
 
 
@@ -116,7 +119,8 @@ def request(path: str | Path, method: str, target: str, body: Any = None, *, hal
     """One request on its own connection, framed like the Rust client."""
     if not half_close:
         headers = {"Connection": "close", **(headers or {})}
-    return parse_response(exchange(path, encode_request(method, target, body, headers), half_close, timeout))
+    raw = exchange(path, encode_request(method, target, body, headers), half_close, timeout)
+    return parse_response(raw, head=method == "HEAD")
 
 
 class Daemon:

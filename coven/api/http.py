@@ -2,6 +2,7 @@
 
 * A client that half-closes after its request (the Rust client does) still gets its answer.
 * A declared body over the cap is refused with 413 before a byte of it is read.
+* A request Twisted cannot parse still gets a framed JSON 400, never its bare default.
 * Idle and slow clients time out.
 """
 
@@ -13,19 +14,26 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.web import http, server
 from zope.interface import implementer
 
-from coven.errors import payload_too_large
+from coven.errors import ApiError, payload_too_large
 from coven.wire import encode
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 IDLE_TIMEOUT = 60
 
 
+# Where the contract's reason phrases (B §1) differ from Twisted's.
+_REASONS = {413: b"Payload Too Large", 422: b"Unprocessable Content"}
+
+
+def reason(status: int) -> bytes:
+    return _REASONS.get(status) or http.RESPONSES.get(status, b"OK")
+
+
 def raw_response(status: int, body: bytes) -> bytes:
     """A complete response for the rare answers made below the resource layer."""
-    reason = http.RESPONSES.get(status, b"OK")
     head = (
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-        % (status, reason, len(body))
+        % (status, reason(status), len(body))
     )
     return head + body
 
@@ -52,6 +60,12 @@ class CovenChannel(http.HTTPChannel):
             self.length = None
             return
         super().allHeadersReceived()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """Twisted's hook for an unparsable request line or header; its own answer is bare."""
+        error = ApiError(400, "invalid_request", "Malformed HTTP request.", flat=True)
+        self.transport.write(raw_response(400, encode(error.body())))
+        self.loseConnection()
 
     def allContentReceived(self) -> None:
         if not self._refused:

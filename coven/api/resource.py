@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from coven.api.http import reason
 from coven.errors import ApiError, internal_error, invalid_request, method_not_allowed, route_not_found
 from coven.wire import encode
 
@@ -114,20 +115,19 @@ class JsonResource(Resource):
         self._router = router
 
     def render(self, request: Any) -> Any:
+        # Answering inside the Deferred chain means a result that cannot be encoded also
+        # becomes an envelope, never Twisted's HTML error page or a request left hanging.
         finished = request.notifyFinish()
-        try:
-            api_request = ApiRequest(request)
-            handler, params = self._router.resolve(api_request.method, normalize(api_request.path))
-            result = handler(api_request, **params)
-        except Exception:
-            self._fail(request, Failure())
-            return NOT_DONE_YET
-        if not isinstance(result, Deferred):
-            self._respond(request, *result)
-            return NOT_DONE_YET
+        result = maybeDeferred(self._handle, request)
         finished.addErrback(lambda _: result.cancel())
-        result.addCallbacks(lambda answer: self._respond(request, *answer), lambda f: self._fail(request, f))
+        result.addCallback(lambda answer: self._respond(request, *answer))
+        result.addErrback(lambda f: self._fail(request, f))
         return NOT_DONE_YET
+
+    def _handle(self, request: Any) -> Any:
+        api_request = ApiRequest(request)
+        handler, params = self._router.resolve(api_request.method, normalize(api_request.path))
+        return handler(api_request, **params)
 
     def _fail(self, request: Any, failure: Failure) -> None:
         if failure.check(CancelledError) and request._disconnected:
@@ -144,7 +144,7 @@ class JsonResource(Resource):
         if request._disconnected or request.finished:
             return
         payload = body if isinstance(body, bytes) else encode(body)
-        request.setResponseCode(status)
+        request.setResponseCode(status, reason(status))
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Content-Length", str(len(payload)).encode())
         for name, value in (headers or {}).items():
