@@ -1,8 +1,8 @@
 """twistd options and ``makeService``: builds the service tree and does nothing else.
 
 Children start in this order and stop in reverse: home (private dir, lock, stale socket),
-store (database, recovery, writer), sessions (supervisor), api (the socket), ready
-(daemon.json).
+store (database, recovery, writer), sessions (supervisor), api (the socket), manhole (only
+with ``--manhole``), ready (daemon.json, sd_notify READY=1).
 """
 
 from __future__ import annotations
@@ -67,5 +67,9 @@ def makeService(options: Options, reactor: Any = None) -> AsyncMultiService:
     api = strports.service(f"unix:{quoteStringArgument(str(config.socket))}:mode=600:lockfile=0", site, reactor=reactor)
     api.setName("api")
     api.setServiceParent(parent)
+    if config.manhole:
+        from coven.manhole import ManholeService, manhole_namespace  # conch loads only when asked for
+
+        ManholeService(config, reactor, manhole_namespace(config, store, supervisor)).setServiceParent(parent)
     ReadyService(config, identity).setServiceParent(parent)
     return parent
