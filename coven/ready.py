@@ -14,6 +14,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from coven import __version__
 from coven.config import Config
 from coven.notify import Notifier
 
@@ -40,7 +41,9 @@ class ReadyService(Service):
             json.dump(self._identity, f, indent=2)
             f.write("\n")
         os.replace(tmp, path)
-        self.log.info("daemon started pid={pid} socket={socket}", **self._identity)
+        self.log.info("daemon started version={version} pid={pid} socket={socket} home={home}",
+                      version=__version__, pid=self._identity["pid"], socket=self._identity["socket"],
+                      home=str(self._config.home))
         self._notifier.ready(f"serving {self._identity['socket']}")
 
     def stopService(self) -> None:
