@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from twisted.application.service import Service
@@ -9,13 +10,23 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from coven.store.schema import SchemaTooNew
 from coven.store.store import CRITICAL_FREE_BYTES, WAL_CHECKPOINT_BYTES, Store
 
 MAINTENANCE_INTERVAL = 60.0
 
 
+class StoreUnavailable(SystemExit):
+    """The store cannot be opened; the daemon must not serve without it."""
+
+
 class StoreService(Service):
-    """Owns the Store's lifetime; its periodic retention job survives its own failures."""
+    """Owns the Store's lifetime; its periodic retention job survives its own failures.
+
+    The database opens in ``privilegedStartService``, which twistd calls for the whole tree
+    before anything starts and whose exceptions end the process: a store that cannot open
+    stops the daemon before its socket is bound, instead of a daemon answering 500s.
+    """
 
     name = "store"
     log = Logger()
@@ -26,14 +37,28 @@ class StoreService(Service):
         self._started_at = started_at
         self._retention_days = retention_days
         self._loop: LoopingCall | None = None
+        self._opened = False
 
-    def startService(self) -> None:
-        recovered = self.store.open(self._started_at)
+    def privilegedStartService(self) -> None:
+        self._open()
+        super().privilegedStartService()
+
+    def _open(self) -> None:
+        if self._opened:
+            return
+        try:
+            recovered = self.store.open(self._started_at)
+        except (OSError, sqlite3.Error, SchemaTooNew) as e:
+            raise StoreUnavailable(f"coven: cannot open the store {self.store.path}: {e}") from e
+        self._opened = True
         self.log.info(
             "store opened at {path}: {orphaned} running sessions marked orphaned, {failed} stale created marked failed",
             path=str(self.store.path),
             **recovered,
         )
+
+    def startService(self) -> None:
+        self._open()  # runners such as ``twist`` skip privilegedStartService
         self._loop = LoopingCall(self.maintain)
         self._loop.clock = self._reactor
         self._loop.start(MAINTENANCE_INTERVAL, now=False)

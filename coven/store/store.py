@@ -141,7 +141,7 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         orphaned = conn.execute(
             "UPDATE sessions SET status = 'orphaned', updated_at = ?, pid = NULL "
-            "WHERE status IN ('running', 'idle') AND external = 0",
+            "WHERE status = 'running' AND external = 0",
             (started_at,),
         ).rowcount
         failed = conn.execute(
@@ -185,7 +185,7 @@ class Store:
 
         return self.writer.submit(op, wait=wait)
 
-    def append_events(self, events: list[EventRecord]) -> None:
+    def append_events(self, events: list[EventRecord], wait: bool = False):
         """Queue events of one session; ``last_seq`` follows in the same transaction."""
         rows = [(e.session_id, e.seq, e.id, e.kind, e.payload_json, e.created_at) for e in events]
         cost = sum(len(e.payload_json) for e in events)
@@ -198,7 +198,7 @@ class Store:
             )
             conn.execute("UPDATE sessions SET last_seq = ? WHERE id = ?", (last_seq, session_id))
 
-        self.writer.submit(op, cost=cost, events=len(rows))
+        return self.writer.submit(op, cost=cost, events=len(rows), wait=wait)
 
     # reads (committed rows only)
 

@@ -3,9 +3,11 @@
 The reactor only enqueues; the thread commits whatever has queued up in one transaction and
 reports back with ``callFromThread``. Queue depth is counted in bytes on the reactor side,
 and crossing the high-water mark tells listeners to stop producing (contract A2: lossless
-backpressure instead of dropping output). A failing commit is retried with backoff and never
-dropped, so a full disk turns into paused sessions and a ``failed`` health state, and the
-writer heals itself when space returns.
+backpressure instead of dropping output). A commit that fails for a reason that can pass (a
+full disk, an I/O error, a lock) is retried with backoff and never dropped, so a full disk
+turns into paused sessions and a ``failed`` health state, and the writer heals itself when
+space returns. A write that can never succeed (a constraint violation, a bug in an op) is
+isolated and refused alone, so it cannot wedge every write queued behind it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 Op = Callable[[sqlite3.Connection], Any]
 
@@ -28,6 +31,13 @@ MAX_BATCH = 512
 MAX_BACKOFF = 1.0
 
 _STOP = object()
+# SQLite result codes (and their extended forms) that describe the moment, not the write.
+TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_NOMEM",
+             "SQLITE_READONLY", "SQLITE_PROTOCOL")
+
+
+def transient(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorname", "").startswith(TRANSIENT)
 
 
 class _Item:
@@ -123,11 +133,11 @@ class Writer:
             self.queued_bytes -= item.cost
             self.queued_events -= item.events
             self.committed_events += item.events
-        for item in items:
-            if item.done is not None:
-                item.done.callback(None)
         if self.pressured and self.queued_bytes <= self.low_water:
             self._set_pressure(False)
+        for item in items:  # last, so whoever an ack wakes sees the writer's state settled
+            if item.done is not None:
+                item.done.callback(None)
 
     def _failed(self, error: str) -> None:
         if self.state != "failed":
@@ -142,6 +152,15 @@ class Writer:
             self.queued_events -= item.events
             if item.done is not None:
                 item.done.errback(sqlite3.OperationalError(error))
+
+    def _refused(self, item: _Item, failure: Failure) -> None:
+        self.log.failure("event writer refused a write that can never commit", failure)
+        self.queued_bytes -= item.cost
+        self.queued_events -= item.events
+        if self.pressured and self.queued_bytes <= self.low_water:
+            self._set_pressure(False)
+        if item.done is not None:
+            item.done.errback(failure)
 
     def _finished(self) -> None:
         assert self._stopped is not None
@@ -186,9 +205,16 @@ class Writer:
                 for item in items:
                     item.op(conn)
                 conn.execute("COMMIT")
-            except Exception as e:  # sqlite3.Error, or a bug in an op: retry, never drop
+            except Exception as e:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if not transient(e):
+                    if len(items) == 1:
+                        self._reactor.callFromThread(self._refused, items[0], Failure())
+                        return
+                    for item in items:  # in order, so only the broken write is lost
+                        self._commit(conn, [item])
+                    return
                 error = f"{type(e).__name__}: {e}"
                 self._reactor.callFromThread(self._failed, error)
                 if self._stopping.is_set():
