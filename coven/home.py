@@ -72,7 +72,11 @@ def clear_stale_socket(path: Path) -> None:
 
 
 class HomeService(Service):
-    """Claims the home before anything else starts and lets go of it last."""
+    """Claims the home before anything else starts and lets go of it last.
+
+    twistd calls ``privilegedStartService`` on the whole tree before any ``startService``
+    (so the home is claimed before the socket binds); ``twist`` calls only the latter.
+    """
 
     name = "home"
 
@@ -81,10 +85,19 @@ class HomeService(Service):
         self._lock_fd: int | None = None
 
     def privilegedStartService(self) -> None:
+        self._claim()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._claim()
+        super().startService()
+
+    def _claim(self) -> None:
+        if self._lock_fd is not None:
+            return
         ensure_private_home(self._config.home)
         self._lock_fd = acquire_lock(self._config.lock_file)
         clear_stale_socket(self._config.socket)
-        super().privilegedStartService()
 
     def stopService(self) -> None:
         super().stopService()

@@ -9,29 +9,38 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 
 class AsyncMultiService(MultiService):
-    """Start children in order and stop them in reverse, each after the previous finished."""
+    """Start children in order and stop them in reverse, each after the previous finished.
+
+    A child that fails synchronously raises out of ``startService`` itself, so twistd (which
+    ignores the returned Deferred) aborts startup instead of serving half a daemon; a failure
+    after an asynchronous start is logged and fails the returned Deferred.
+    """
 
     log = Logger()
 
     def startService(self) -> Deferred:  # type: ignore[override]
         self.running = 1
-        done: Deferred = Deferred()
         pending = list(self)
 
-        def next_child(_: Any = None) -> Any:
-            if not pending:
-                return None
-            return maybeDeferred(pending.pop(0).startService).addCallback(next_child)
+        def next_child(_: Any = None) -> Deferred:
+            while pending:
+                child = pending.pop(0)
+                started = child.startService()
+                if isinstance(started, Deferred):
+                    return started.addCallback(next_child)
+            return succeed(None)
 
-        done.addCallback(next_child)
-        done.callback(None)
-        return done
+        return next_child().addErrback(self._start_failed)
+
+    def _start_failed(self, failure: Failure) -> Failure:
+        self.log.failure("starting services failed", failure)
+        return failure
 
     def stopService(self) -> Deferred:  # type: ignore[override]
         self.running = 0

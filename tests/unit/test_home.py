@@ -1,0 +1,164 @@
+"""COVEN_HOME: private directory, one daemon per home, and the socket path (contract B §10-11)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coven.config import Config
+from coven.home import HomeRefused, HomeService, acquire_lock, clear_stale_socket, ensure_private_home
+
+OTHER_UID = 65534
+
+
+@pytest.fixture
+def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Unix socket paths must stay short."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="cvh-", dir="/tmp"))
+    yield path  # type: ignore[misc]
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_home_is_created_private(tmp_path: Path) -> None:
+    home = tmp_path / "a" / "b" / "home"
+    ensure_private_home(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_home_mode_is_forced_on_every_start(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    ensure_private_home(home)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_symlinked_home_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(HomeRefused, match="it is a symlink"):
+        ensure_private_home(tmp_path / "link")
+
+
+def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises((HomeRefused, FileExistsError)):
+        ensure_private_home(tmp_path / "file")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a directory away")
+def test_home_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, OTHER_UID, -1)
+    with pytest.raises(HomeRefused, match=f"owned by uid {OTHER_UID}"):
+        ensure_private_home(home)
+
+
+def test_second_lock_on_a_home_is_refused_until_released(tmp_path: Path) -> None:
+    lock = tmp_path / "daemon-serve.lock"
+    fd = acquire_lock(lock)
+    with pytest.raises(HomeRefused, match="another Coven daemon is already serving this home"):
+        acquire_lock(lock)
+    os.close(fd)
+    os.close(acquire_lock(lock))
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+# the socket path
+
+
+def test_no_socket_is_fine(short_dir: Path) -> None:
+    clear_stale_socket(short_dir / "coven.sock")
+
+
+def test_a_dead_socket_is_removed(short_dir: Path) -> None:
+    path = short_dir / "coven.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()
+    clear_stale_socket(path)
+    assert not path.exists()
+
+
+def test_a_regular_file_is_refused_and_kept(short_dir: Path) -> None:
+    path = short_dir / "coven.sock"
+    path.write_text("precious")
+    with pytest.raises(HomeRefused, match="a non-socket file is in the way"):
+        clear_stale_socket(path)
+    assert path.read_text() == "precious"
+
+
+@pytest.mark.parametrize("target", ["elsewhere.sock", "missing"])
+def test_a_symlink_is_refused_and_kept(short_dir: Path, target: str) -> None:
+    path = short_dir / "coven.sock"
+    path.symlink_to(short_dir / target)
+    with pytest.raises(HomeRefused, match="it is a symlink"):
+        clear_stale_socket(path)
+    assert path.is_symlink()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a socket away")
+def test_another_users_socket_is_refused(short_dir: Path) -> None:
+    path = short_dir / "coven.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()
+    os.lchown(path, OTHER_UID, -1)
+    with pytest.raises(HomeRefused, match=f"owned by uid {OTHER_UID}"):
+        clear_stale_socket(path)
+
+
+@pytest.fixture
+def answering(short_dir: Path) -> Iterator[Path]:
+    """A socket whose server answers one request with 200, like a healthy daemon."""
+    path = short_dir / "coven.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(4096)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path
+    thread.join(5)
+    server.close()
+
+
+def test_a_socket_a_daemon_answers_on_is_refused_and_kept(answering: Path) -> None:
+    with pytest.raises(HomeRefused, match="a healthy Coven daemon is already serving"):
+        clear_stale_socket(answering)
+    assert stat.S_ISSOCK(answering.lstat().st_mode)
+
+
+# the service
+
+
+def test_the_service_claims_once_and_releases_at_stop(tmp_path: Path) -> None:
+    config = Config.build({}, home=str(tmp_path / "home"))
+    service = HomeService(config)
+    service.privilegedStartService()
+    service.startService()  # twistd calls both; the claim happens once
+    with pytest.raises(HomeRefused):
+        HomeService(config).privilegedStartService()
+    service.stopService()
+    other = HomeService(config)
+    other.startService()  # ``twist`` calls only startService: the home is still claimed
+    with pytest.raises(HomeRefused):
+        acquire_lock(config.lock_file)
+    other.stopService()
