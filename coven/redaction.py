@@ -96,7 +96,9 @@ def _match_starts(text: str) -> list[int] | None:
     Text dense with triggers ("keykeykey…") is cheaper to scan plainly than hit by hit.
     """
     low = text.lower()
-    if len(low) != len(text):  # "İ" lowercases to two characters: positions no longer align
+    # "İ" lowercases to two characters, so positions would shift; "ı" and "ſ" stay as they are,
+    # yet IGNORECASE matches them as i and s. Either way the triggers cannot be trusted.
+    if len(low) != len(text) or "\u0131" in text or "\u017f" in text:
         return None
     budget = len(text) // 64 + 16
     starts: set[int] = set()

@@ -101,6 +101,7 @@ FRAGMENTS = [
     "private", "PRIVATE KEY", "-----BEGIN ", "-----END ", "-----", "RSA ", "secret", "Password",
     "cookie", "Set-", "Authorization", "Bearer ", "Basic ", "sk-", "sk-ant-", "ghp_", "github_pat_",
     "a" * 20, "Z9" * 11, "https://", "http", "internal", "gateway", "x.y/", "İ", "é", "}", ",", "1",
+    "\u017fecret", "pa\u017f\u017fword", "author\u0131zation", "\u212aey",
 ]
 
 
@@ -122,8 +123,11 @@ def test_text_dense_with_triggers_equals_full_substitution(unit: str) -> None:
     assert redact_text(text) == PATTERN.sub(REDACTED, text)
 
 
-def test_text_whose_lowercase_changes_length_still_redacts() -> None:
+def test_case_folding_oddities_still_redact() -> None:
     assert redact_text(f"İ password=x {OPENAI}") == f"İ {R} {R}"
+    assert redact_text("\u017fecret=x pa\u017f\u017fword=y") == f"{R} {R}"  # long s matches s
+    assert redact_text("author\u0131zation: Bearer t") == R  # dotless i matches i
+    assert redact_text("api_\u212aey=x") == R  # Kelvin sign matches k
 
 
 # keys
