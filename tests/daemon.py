@@ -99,6 +99,21 @@ def exchange(path: str | Path, data: bytes, half_close: bool = True, timeout: fl
     return b"".join(chunks)
 
 
+def read_response(sock: socket.socket) -> Response:
+    """Read exactly one response from a connection that stays open (keep-alive)."""
+    data = b""
+    while True:
+        top, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            lines = top.decode("latin-1").split("\r\n")[1:]
+            lengths = [v for k, _, v in (line.partition(":") for line in lines) if k.lower() == "content-length"]
+            if lengths and len(rest) >= int(lengths[0]):
+                return parse_response(data)
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed mid-response: {data!r}"
+        data += chunk
+
+
 def encode_request(
     method: str, target: str, body: bytes | str | dict | list | None = None, headers: dict[str, str] | None = None
 ) -> bytes:

@@ -47,7 +47,13 @@ class _Discard:
 
 @implementer(IHalfCloseableProtocol)
 class CovenChannel(http.HTTPChannel):
-    """HTTPChannel that treats a read EOF as the end of input, not of the conversation."""
+    """HTTPChannel that treats a read EOF as the end of input, not of the conversation.
+
+    Always close through ``HTTPChannel.loseConnection``: it unregisters the channel as the
+    transport's producer first. Closing the transport directly after a response larger than
+    its buffer leaves the transport resuming a paused producer instead of closing, and a
+    half-closed client then waits for an EOF that never comes.
+    """
 
     _refused = False
 
@@ -55,7 +61,7 @@ class CovenChannel(http.HTTPChannel):
         if self.length is not None and self.length > MAX_BODY_BYTES:
             self._refused = True
             self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body())))
-            self.transport.loseConnection()
+            self.loseConnection()
             self._transferDecoder = _Discard()
             self.length = None
             return
@@ -75,11 +81,12 @@ class CovenChannel(http.HTTPChannel):
         if self.requests and self._handlingRequest:
             # The request is complete and being answered: close once the response is out.
             self.persistent = False
-        else:
-            self.transport.loseConnection()
+        elif not self.transport.disconnecting:
+            self.loseConnection()
 
     def writeConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        if not self.transport.disconnecting:
+            self.loseConnection()
 
 
 class CovenSite(server.Site):

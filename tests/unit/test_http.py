@@ -151,6 +151,15 @@ def test_half_closed_client_gets_the_whole_response_then_close(http: MemoryClien
     assert connection.closing
 
 
+def test_closing_unregisters_the_channel_as_producer_first(http: MemoryClient) -> None:
+    """Else a transport that paused it on a large response resumes it instead of closing."""
+    connection = http.connect()
+    assert connection.transport.producer is connection.channel
+    connection.send(encode_request("GET", "/api/v1/health"))
+    connection.half_close()
+    assert connection.closing and connection.transport.producer is None
+
+
 def test_half_close_while_the_answer_is_pending(custom: MemoryClient, probe: Probe) -> None:
     connection = custom.connect()
     connection.send(encode_request("GET", "/pending"))
@@ -201,7 +210,7 @@ def test_declared_body_over_the_cap_is_refused_before_it_is_read(http: MemoryCli
         b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
     )
-    assert connection.closing
+    assert connection.closing and connection.transport.producer is None
     connection.send(b"x" * 65536)  # whatever the client still sends is swallowed
     assert len(connection.responses()) == 1
 
