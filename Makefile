@@ -32,3 +32,8 @@ bench: $(VENV)/.deps
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# coven_<version>_<arch>.deb in the repo root: Debian's python3 plus a venv under /opt/coven
+# (needs python3-venv and network access to PyPI). DEB_PYTHON=/usr/bin/python3.X picks another.
+deb:
+	packaging/debian/build-deb
