@@ -25,6 +25,16 @@ def default_home(environ: Mapping[str, str]) -> Path:
     return Path(home) / ".coven"
 
 
+def _days(raw: str) -> float:
+    try:
+        days = float(raw)
+    except ValueError:
+        days = float("nan")
+    if not days > 0:
+        raise ValueError(f"COVEN_LOG_RETENTION_DAYS must be a positive number of days, got {raw!r}")
+    return days
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything the daemon is told, resolved to absolute values."""
@@ -86,11 +96,16 @@ class Config:
         socket: str | None = None,
         **overrides: object,
     ) -> Config:
-        """Resolve home and socket the way the reference daemon does."""
-        home_path = Path(home).expanduser() if home else default_home(environ)
-        home_path = Path(os.path.abspath(home_path))
-        if "retention_days" not in overrides and environ.get("COVEN_LOG_RETENTION_DAYS"):
-            overrides["retention_days"] = float(environ["COVEN_LOG_RETENTION_DAYS"])
+        """Resolve home and socket the way the reference daemon does.
+
+        The home's parents are canonicalized (contract B §10) but not the home itself, so a
+        home that is a symlink is still seen, and refused, at start.
+        """
+        home_path = Path(os.path.abspath(Path(home).expanduser() if home else default_home(environ)))
+        home_path = Path(os.path.realpath(home_path.parent)) / home_path.name
+        raw_retention = environ.get("COVEN_LOG_RETENTION_DAYS")
+        if "retention_days" not in overrides and raw_retention:
+            overrides["retention_days"] = _days(raw_retention)
         socket_path = Path(os.path.abspath(Path(socket).expanduser())) if socket else None
         return cls(
             home=home_path,

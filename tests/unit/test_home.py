@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coven.config import Config
+from coven.config import Config, default_home
 from coven.home import HomeRefused, HomeService, acquire_lock, clear_stale_socket, ensure_private_home
 
 OTHER_UID = 65534
@@ -162,3 +162,35 @@ def test_the_service_claims_once_and_releases_at_stop(tmp_path: Path) -> None:
     with pytest.raises(HomeRefused):
         acquire_lock(config.lock_file)
     other.stopService()
+
+
+# configuration
+
+
+def test_home_comes_from_coven_home_then_home(tmp_path: Path) -> None:
+    assert default_home({"COVEN_HOME": "/srv/coven", "HOME": "/h"}) == Path("/srv/coven")
+    assert default_home({"COVEN_HOME": "", "HOME": "/h"}) == Path("/h/.coven")
+    config = Config.build({"HOME": str(tmp_path)})
+    assert (config.home, config.socket) == (tmp_path / ".coven", tmp_path / ".coven" / "coven.sock")
+    assert Config.build({}, home=str(tmp_path / "x"), socket=str(tmp_path / "s.sock")).socket == tmp_path / "s.sock"
+
+
+def test_home_parents_are_canonical_but_the_home_itself_is_not(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    config = Config.build({}, home=str(tmp_path / "alias" / "home"))
+    assert config.home == tmp_path.resolve() / "real" / "home"
+    (tmp_path / "real" / "home-link").symlink_to(tmp_path / "real")
+    linked = Config.build({}, home=str(tmp_path / "real" / "home-link"))
+    assert linked.home.is_symlink()
+    with pytest.raises(HomeRefused):
+        ensure_private_home(linked.home)
+
+
+def test_retention_from_the_environment(tmp_path: Path) -> None:
+    assert Config.build({"COVEN_LOG_RETENTION_DAYS": "7.5"}, home=str(tmp_path)).retention_days == 7.5
+    assert Config.build({}, home=str(tmp_path)).retention_days == 30
+    assert Config.build({"COVEN_LOG_RETENTION_DAYS": "7"}, home=str(tmp_path), retention_days=2).retention_days == 2
+    for bad in ["soon", "0", "-1", "nan"]:
+        with pytest.raises(ValueError, match="COVEN_LOG_RETENTION_DAYS must be a positive number of days"):
+            Config.build({"COVEN_LOG_RETENTION_DAYS": bad}, home=str(tmp_path))

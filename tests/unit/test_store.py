@@ -459,3 +459,10 @@ def test_storage_degraded_when_it_cannot_measure(store: Store, monkeypatch: pyte
 
     monkeypatch.setattr(os.path, "getsize", unavailable)
     assert store.storage_health(30) == {"status": "degraded", "lastMaintenanceError": "storage health unavailable"}
+
+
+def test_timestamps_are_fixed_width_with_nine_fractional_digits() -> None:
+    """Cursors and retention compare them as strings (contract B §5.3)."""
+    assert timestamp(5) == "1970-01-01T00:00:00.000000005Z"
+    assert timestamp(1_778_309_000_123_456_789) == "2026-05-09T06:43:20.123456789Z"
+    assert len(timestamp()) == 30
