@@ -58,7 +58,7 @@ def makeService(options: Options, reactor: Any = None) -> AsyncMultiService:
 
     store = Store(reactor, config.database)
     supervisor = Supervisor(reactor, config, store)
-    site = build_site(ApiContext(config, store, supervisor, started_at), reactor=reactor)
+    site = build_site(ApiContext(config, store, supervisor, started_at, reactor), reactor=reactor)
 
     parent = AsyncMultiService()
     HomeService(config).setServiceParent(parent)

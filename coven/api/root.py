@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coven.api.discovery import Discovery
+from coven.api.events import Events
 from coven.api.http import CovenSite
 from coven.api.resource import JsonResource, Router
 from coven.api.sessions import Sessions
@@ -20,10 +21,13 @@ class ApiContext:
     store: Any
     supervisor: Any
     started_at: str
+    reactor: Any = None
 
 
 def build_site(context: ApiContext, reactor: Any = None) -> CovenSite:
     router = Router()
     Discovery(context).register(router)
-    Sessions(context).register(router)
+    sessions = Sessions(context)
+    Events(context, sessions).register(router)  # its /sessions/:id/... routes precede the lookup
+    sessions.register(router)
     return CovenSite(JsonResource(router), reactor=reactor)

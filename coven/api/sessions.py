@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from coven.api.resource import ApiRequest, Router
-from coven.errors import invalid_request, session_not_found
+from coven.errors import ApiError, invalid_request, session_not_found, session_not_live
+from coven.sessions.launch import MAX_DIMENSION, parse_launch, reject_binding
 from coven.store.store import BadCursor, SessionCursor, decode_cursor, encode_cursor
-from coven.wire import SessionPage, SessionRecord
+from coven.wire import Accepted, SessionPage, SessionRecord
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+# An input event must fit the event writer's per-event budget (contract B §6.4 step 6).
+MAX_INPUT_EVENT = 2 * 1024 * 1024
+EVENT_OVERHEAD = 512
+
+
+class Resize(msgspec.Struct, forbid_unknown_fields=False):
+    rows: int
+    cols: int
 
 
 def _sort_key(record: SessionRecord) -> tuple[str, str]:
@@ -24,7 +35,10 @@ class Sessions:
         self._daemon = daemon
 
     def register(self, router: Router) -> None:
-        router.add("/sessions", GET=self.list)
+        router.add("/sessions", GET=self.list, POST=self.launch)
+        router.add("/sessions/(?P<session_id>.*)/input", POST=self.input)
+        router.add("/sessions/(?P<session_id>.*)/kill", POST=self.kill)
+        router.add("/sessions/(?P<session_id>.*)/resize", POST=self.resize)
         router.add("/sessions/(?P<session_id>.*)", GET=self.get)
 
     def record(self, session_id: str) -> SessionRecord:
@@ -38,6 +52,57 @@ class Sessions:
 
     def get(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
         return 200, self.record(session_id)
+
+    def live(self, session_id: str) -> Any:
+        """The session if it takes input: 404 when unknown, 409 when not running."""
+        record = self.record(session_id)
+        session = self._daemon.supervisor.get(session_id)
+        if record.status != "running" or session is None or not session.live:
+            raise session_not_live(session_id)
+        return session
+
+    def launch(self, request: ApiRequest) -> Any:
+        supervisor = self._daemon.supervisor
+        plan = parse_launch(request.json(), supervisor.harnesses)
+        return supervisor.launch(plan).addCallback(lambda record: (201, record))
+
+    def input(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
+        self.live(session_id)
+        body = request.json(sessionId=session_id)
+        reject_binding(body)
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, str):
+            raise invalid_request("input payload requires string field `data`", {"sessionId": session_id})
+        if len(request.body) + EVENT_OVERHEAD > MAX_INPUT_EVENT:
+            raise ApiError(413, "input_too_large", "Input is larger than one event may be.", {"sessionId": session_id})
+        session = self.live(session_id)
+        self._daemon.supervisor.input(session, data.encode(), body)
+        return 202, Accepted()
+
+    def resize(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
+        self.live(session_id)
+        size = request.decode(Resize, sessionId=session_id)
+        for field in ("rows", "cols"):
+            value = getattr(size, field)
+            if not 1 <= value <= MAX_DIMENSION:
+                raise invalid_request(
+                    f"`{field}` must be an integer between 1 and {MAX_DIMENSION}",
+                    {"sessionId": session_id, "field": field, field: value},
+                )
+        self._daemon.supervisor.resize(self.live(session_id), size.rows, size.cols)
+        return 202, Accepted()
+
+    def kill(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
+        record = self.record(session_id)
+        try:
+            reject_binding(msgspec.json.decode(request.body) if request.body.strip() else {})
+        except msgspec.DecodeError:
+            pass  # the reference ignores a malformed kill body
+        if record.status == "running" and record.external:
+            raise ApiError(422, "external_session_not_killable", "External sessions cannot be killed.",
+                           {"sessionId": session_id})
+        self._daemon.supervisor.kill(self.live(session_id))
+        return 202, Accepted()
 
     def list(self, request: ApiRequest) -> tuple[int, Any]:
         query = request.query

@@ -1,0 +1,163 @@
+"""Event routes: pages by cursor, long-poll follow (``waitMs``), and the log view.
+
+Pages are assembled from pre-encoded events so the response size is known exactly; a page
+never exceeds the 4 MiB response cap (contract B §7.1), and an empty page can be held open
+until the session's next event arrives (contract A3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from coven.api.resource import ApiRequest, Router
+from coven.errors import ApiError, invalid_request
+from coven.wire import EventRecord, decode_any, encode
+
+MAX_RESPONSE = 4 * 1024 * 1024 - 1
+MAX_LIMIT = 1000
+MAX_WAIT_MS = 60000
+DB_CHUNK = 500
+LOG_PREVIEW = 240
+_ENVELOPE = len(b'{"events":[],"nextCursor":{"afterSeq":18446744073709551615},"hasMore":false}')
+
+
+def _integer(query: dict[str, str], key: str, message: str) -> int | None:
+    raw = query.get(key)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_request(message, {key: raw}) from None
+    if not -(2**63) <= value < 2**63:
+        raise invalid_request(message, {key: raw})
+    return value
+
+
+class Events:
+    def __init__(self, context: Any, sessions: Any) -> None:
+        self._context = context
+        self._sessions = sessions
+
+    def register(self, router: Router) -> None:
+        router.add("/events", GET=self.events)
+        router.add("/sessions/(?P<session_id>.*)/events", GET=self.events)
+        router.add("/sessions/(?P<session_id>.*)/log", GET=self.log)
+
+    def events(self, request: ApiRequest, session_id: str | None = None) -> Any:
+        query = request.query
+        if session_id is None:
+            session_id = query.get("sessionId")
+            if session_id is None:
+                raise invalid_request("sessionId query parameter is required.")
+        after_seq = _integer(query, "afterSeq", "afterSeq must be an integer.")
+        limit = _integer(query, "limit", "limit must be an integer.")
+        wait_ms = _integer(query, "waitMs", "waitMs must be an integer between 0 and 60000.") or 0
+        if not 0 <= wait_ms <= MAX_WAIT_MS:
+            raise invalid_request("waitMs must be an integer between 0 and 60000.", {"waitMs": query["waitMs"]})
+        self._sessions.record(session_id)  # 404 before anything else is looked up
+        if limit is not None:
+            limit = min(max(limit, 1), MAX_LIMIT)
+        if after_seq is None:
+            after_seq = self._resolve_event_id(session_id, query.get("afterEventId"))
+
+        page, empty = self._page(session_id, after_seq, limit)
+        session = self._context.supervisor.get(session_id)
+        if not empty or wait_ms == 0 or session is None or session.finished:
+            return 200, page
+        waiting: Deferred = session.wait()
+        waiting.addTimeout(wait_ms / 1000, self._context.reactor, onTimeoutCancel=lambda *_: None)
+        return waiting.addCallback(lambda _: (200, self._page(session_id, after_seq, limit)[0]))
+
+    def _resolve_event_id(self, session_id: str, event_id: str | None) -> int:
+        if event_id is None:
+            return 0
+        session = self._context.supervisor.get(session_id)
+        if session is not None:
+            for event in session.events:
+                if event.id == event_id:
+                    return event.seq
+        seq = self._context.store.event_seq(session_id, event_id)
+        if seq is None:
+            raise ApiError(
+                404, "event_not_found", "No event with that id in this session.",
+                {"sessionId": session_id, "afterEventId": event_id},
+            )
+        return seq
+
+    def _iter(self, session_id: str, after: int) -> Iterator[EventRecord]:
+        """Events in seq order: committed history from SQLite, the rest from memory."""
+        session = self._context.supervisor.get(session_id)
+        store = self._context.store
+        while True:
+            cached = session.cached_after(after) if session is not None else None
+            if cached is not None:
+                yield from cached
+                return
+            chunk = store.read_events(session_id, after, DB_CHUNK)
+            if not chunk:
+                if session is not None:
+                    yield from (e for e in session.events if e.seq > after)
+                return
+            yield from chunk
+            after = chunk[-1].seq
+
+    def _page(self, session_id: str, after: int, limit: int | None) -> tuple[bytes, bool]:
+        parts: list[bytes] = []
+        size = _ENVELOPE
+        more = False
+        last = after
+        for event in self._iter(session_id, after):
+            if limit is not None and len(parts) == limit:
+                more = True
+                break
+            wire = encode(event)
+            if size + len(wire) + 1 > MAX_RESPONSE:
+                if limit is None or not parts:
+                    details: dict[str, Any] = {"seq": event.seq}
+                    if len(event.id) <= 512:
+                        details["eventId"] = event.id
+                    raise ApiError(413, "event_response_too_large",
+                                   "The next event does not fit in one response; page with `limit`.", details)
+                more = True
+                break
+            parts.append(wire)
+            size += len(wire) + 1
+            last = event.seq
+        cursor = b'{"afterSeq":%d}' % last if parts else b"null"
+        body = b'{"events":[%s],"nextCursor":%s,"hasMore":%s}' % (
+            b",".join(parts), cursor, b"true" if more else b"false",
+        )
+        return body, not parts
+
+    def log(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
+        self._sessions.record(session_id)
+        return 200, [_log_line(event) for event in self._iter(session_id, 0)]
+
+
+def _log_line(event: EventRecord) -> dict[str, str]:
+    """One human line per event, as the reference's log view shows them (B §6.6)."""
+    payload = decode_any(event.payload_json)
+    preview = None
+    if isinstance(payload, dict):
+        for key in ("text", "message", "data"):
+            if isinstance(payload.get(key), str):
+                preview = payload[key]
+                break
+    if preview is None:
+        preview = event.payload_json
+    if len(preview) > LOG_PREVIEW:
+        preview = preview[:LOG_PREVIEW] + "..."
+    level, message = "info", f"{event.kind}: {preview}"
+    if event.kind == "input":
+        message = f"> {preview}"
+    elif event.kind == "output":
+        message = preview
+    elif event.kind == "tool_call":
+        level = "tool"
+    elif event.kind == "error":
+        level = "error"
+    return {"ts": event.created_at, "level": level, "message": message}

@@ -1,0 +1,146 @@
+"""The runtime seam: how a session's program is started and driven in a pseudo-terminal.
+
+Everything above this module sees only ``PtyRuntime.start(spec, output, exited)`` and the
+``PtyHandle`` it returns. A later runtime that keeps ptys alive across daemon restarts (a
+holder process per session) replaces this module and nothing else.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import signal
+import struct
+import termios
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+# After the child is reaped, how long a grandchild may keep the pty open before we close it.
+DRAIN_GRACE = 0.5
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    executable: str
+    argv: Sequence[str]
+    cwd: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    rows: int = 24
+    cols: int = 80
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class PtyHandle:
+    """A running program: write to it, resize it, signal its process group, pause reading."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.pid: int = transport.pid
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        set_window_size(self._transport.fileno(), rows, cols)
+
+    def signal_group(self, signum: int) -> bool:
+        """Signal the whole process group; False when nobody is left in it."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def group_alive(self) -> bool:
+        return self.signal_group(0)
+
+    def pause(self) -> None:
+        self._transport.proto.paused = True
+        self._transport.pauseProducing()
+
+    def resume(self) -> None:
+        self._transport.proto.paused = False
+        self._transport.resumeProducing()
+
+
+class _PtyProtocol(ProcessProtocol):
+    """Keeps ``outReceived`` trivial: an exception there would disconnect the pty."""
+
+    def __init__(self, reactor: Any, output: Callable[[bytes], None], exited: Callable[[int | None, int | None], None]) -> None:
+        self._reactor = reactor
+        self._output = output
+        self._exited = exited
+        self._drain: Any = None
+        self.paused = False
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        self._output(data)
+
+    def processExited(self, reason: Failure) -> None:
+        self._drain = self._reactor.callLater(DRAIN_GRACE, self._close)
+
+    def _close(self) -> None:
+        """A backgrounded grandchild can hold the pty open forever; stop waiting for it.
+
+        While reading is paused for backpressure the unread output is still owed to the
+        log, so the pty stays open until reading resumes.
+        """
+        if self.paused:
+            self._drain = self._reactor.callLater(DRAIN_GRACE, self._close)
+        else:
+            self._drain = None
+            self.transport.loseConnection()
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._drain = None
+        self._exited(getattr(reason.value, "exitCode", None), getattr(reason.value, "signal", None))
+
+
+class PtyRuntime:
+    """Starts programs with Twisted's PTY process support, sized before they run."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def start(
+        self,
+        spec: LaunchSpec,
+        output: Callable[[bytes], None],
+        exited: Callable[[int | None, int | None], None],
+    ) -> PtyHandle:
+        """Spawn; the child leads its own session and process group with the pty as its terminal."""
+        master, slave = pty.openpty()
+        try:
+            set_window_size(master, spec.rows, spec.cols)
+            transport = self._reactor.spawnProcess(
+                _PtyProtocol(self._reactor, output, exited),
+                spec.executable,
+                list(spec.argv),
+                env=dict(spec.env),
+                path=spec.cwd,
+                usePTY=(master, slave, os.ttyname(slave)),
+            )
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        return PtyHandle(transport)
+
+
+def signal_name(signum: int | None) -> str | None:
+    if signum is None:
+        return None
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
