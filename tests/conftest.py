@@ -3,8 +3,8 @@
 Real daemons: ``daemon`` is a running daemon in a fresh home; ``make_daemon(...)`` builds more
 (extra args, environment, a shared home) and every one is killed at teardown, children too.
 
-In memory: ``store`` is an open Store on the real reactor (its writer is a real thread),
-``api`` a context over it with an empty Supervisor, and ``http`` a client that pushes raw
+In memory: ``store`` is an open Store on the real reactor (its writer is a real thread;
+no timer may outlive a test that uses it), ``api`` a context over it with an empty Supervisor, and ``http`` a client that pushes raw
 request bytes through the real CovenSite and CovenChannel over a StringTransport and parses
 what comes back with the same strict parser the socket tests use.
 """
@@ -84,6 +84,8 @@ async def store(config: Any) -> Any:
     opened.open(timestamp())
     yield opened
     await within(opened.close())
+    ours = [call for call in reactor.getDelayedCalls() if not call.func.__module__.startswith("pytest_twisted")]
+    assert ours == [], "a timer outlived the test"
 
 
 @pytest.fixture

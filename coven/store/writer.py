@@ -69,7 +69,8 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._stopped: Deferred | None = None
+        self._stopped = False
+        self._stop_waiters: list[Deferred] = []
         self.pressure_listeners: list[Callable[[bool], None]] = []
         self.pressured = False
         self.state = "healthy"
@@ -104,15 +105,21 @@ class Writer:
         return done
 
     def stop(self) -> Deferred:
-        """Commit what is queued, then close the connection and end the thread."""
-        if self._stopped is None:
-            self._stopped = Deferred()
-            if self._thread is None:
-                self._stopped.callback(None)
-            else:
-                self._stopping.set()
-                self._queue.put(_STOP)
-        return self._stopped
+        """Commit what is queued, then close the connection and end the thread.
+
+        Every caller gets its own Deferred, so one caller's callbacks never hold up another's.
+        """
+        waiter: Deferred = Deferred()
+        if self._stopped:
+            waiter.callback(None)
+            return waiter
+        self._stop_waiters.append(waiter)
+        if self._thread is None:
+            self._finished()
+        elif not self._stopping.is_set():
+            self._stopping.set()
+            self._queue.put(_STOP)
+        return waiter
 
     def _set_pressure(self, on: bool) -> None:
         self.pressured = on
@@ -163,8 +170,10 @@ class Writer:
             item.done.errback(failure)
 
     def _finished(self) -> None:
-        assert self._stopped is not None
-        self._stopped.callback(None)
+        self._stopped = True
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     # writer thread
 

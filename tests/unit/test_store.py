@@ -306,6 +306,15 @@ async def test_close_commits_everything_queued(store: Store, gates: Any) -> None
     assert rows(store.path, "SELECT last_seq FROM sessions") == [(200,)]
 
 
+@pytest_twisted.ensureDeferred
+async def test_every_caller_of_close_gets_its_own_deferred(store: Store) -> None:
+    first, second = store.close(), store.close()
+    assert first is not second
+    await within(first)
+    await within(second)
+    assert store.close().called
+
+
 # reads
 
 
