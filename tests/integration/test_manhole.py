@@ -269,3 +269,21 @@ def test_stock_ssh_through_socat(manhole_daemon, tmp_path: Path) -> None:
         input=b'("live", len(sessions()))\r\x04', capture_output=True, timeout=TIMEOUT,
     )
     assert "('live', 0)" in ANSI.sub(b"", result.stdout).decode(), result
+
+
+def test_manhole_socket_goes_at_stop_and_a_crashed_daemons_is_cleared(make_daemon) -> None:
+    daemon = make_daemon(args=("--manhole",), start=False)
+    write_keys(daemon.home / "manhole_keys", public_line(new_key()))
+    socket_path = daemon.home / "manhole.sock"
+    daemon.start()
+    daemon.stop()
+    assert not socket_path.exists()
+
+    crashed = make_daemon(home=daemon.home, args=("--manhole",))
+    assert socket_path.exists()
+    crashed.kill()
+    assert socket_path.exists()  # a SIGKILLed daemon leaves it behind
+
+    again = make_daemon(home=daemon.home, args=("--manhole",))
+    assert "manhole listening" in again.output()
+    assert "manhole disabled" not in again.output()
