@@ -49,8 +49,16 @@ class Session:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, record: SessionRecord, store: Any, on_finished: Callable[[Session], None]) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        record: SessionRecord,
+        store: Any,
+        on_finished: Callable[[Session], None],
+        redact: Callable[[Any], Any] = redact_payload,
+    ) -> None:
         self._reactor = reactor
+        self._redact = redact
         self.record = record
         self._store = store
         self._on_finished = on_finished
@@ -98,7 +106,7 @@ class Session:
             id=str(uuid.uuid4()),
             session_id=self.id,
             kind=kind,
-            payload_json=_payload_encoder.encode(redact_payload(payload)).decode(),
+            payload_json=_payload_encoder.encode(self._redact(payload)).decode(),
             created_at=timestamp(),
         )
         self.record.last_seq = self.last_seq

@@ -13,6 +13,8 @@ from twisted.logger import Logger
 
 from coven.config import Config
 from coven.errors import ApiError
+from coven.home import HomeRefused
+from coven.redaction import Redactor
 from coven.sessions.harness import HarnessRegistry, UnsafeModel
 from coven.sessions.ladder import KillLadder
 from coven.sessions.launch import LaunchPlan
@@ -32,10 +34,11 @@ class Supervisor:
 
     def __init__(self, reactor: Any, config: Config, store: Any, runtime: Any = None) -> None:
         self._reactor = reactor
-        self._config = config
+        self.config = config
         self._store = store
         self._runtime = runtime or PtyRuntime(reactor)
         self.harnesses = HarnessRegistry(config)
+        self.redactor = Redactor()
         self._sessions: dict[str, Session] = {}
         self._ladders: dict[str, KillLadder] = {}
         self._paused_since: float | None = None
@@ -79,7 +82,7 @@ class Supervisor:
         self._store.insert_session(record)
         try:
             spec = self._spec(plan)
-            session = Session(self._reactor, record, self._store, self._released)
+            session = Session(self._reactor, record, self._store, self._released, self.redactor.payload)
             self._sessions[record.id] = session
             try:
                 session.handle = self._runtime.start(spec, session.output, self._exited_callback(session))
@@ -110,7 +113,7 @@ class Supervisor:
             argv = plan.adapter.argv(plan.prompt, plan.launch_mode, plan.model)
         except UnsafeModel as e:
             raise LaunchFailed(str(e)) from e
-        env = self._config.child_environ
+        env = self.config.child_environ
         if not os.path.isdir(plan.cwd):
             raise LaunchFailed(f"cwd is not a directory: {plan.cwd}")
         executable = plan.adapter.resolve_executable(env.get("PATH", os.defpath), plan.cwd)
@@ -169,7 +172,7 @@ class Supervisor:
 
     def _climb(self, session: Session) -> Deferred:
         assert session.handle is not None
-        ladder = KillLadder(self._reactor, session.handle, self._config.hup_grace, self._config.term_grace, session.id)
+        ladder = KillLadder(self._reactor, session.handle, self.config.hup_grace, self.config.term_grace, session.id)
         self._ladders[session.id] = ladder
         done = ladder.start()
         done.addCallback(lambda _: self._ladders.pop(session.id, None))
@@ -217,6 +220,14 @@ class SupervisorService(Service):
 
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
+
+    def startService(self) -> None:
+        """Load the user's redaction rules; never run without them if they are broken."""
+        try:
+            self.supervisor.redactor = Redactor.from_home(self.supervisor.config.home)
+        except ValueError as e:
+            raise HomeRefused(f"coven: {e}") from e
+        super().startService()
 
     def stopService(self) -> Deferred:
         super().stopService()

@@ -295,3 +295,23 @@ def test_daemon_stop_kills_live_sessions_and_stores_their_exits(make_daemon, ses
     assert payload(page["events"][-1])["signal"] == "SIGTERM"
     assert again.request("GET", f"/api/v1/sessions/{record['id']}").json()["status"] == "killed"
     assert os.path.exists(again.socket)
+
+
+def test_privacy_toml_extra_patterns_are_redacted_and_a_broken_file_stops_startup(make_daemon, project):
+    from tests.integration.conftest import SHELL_MANIFEST, SessionClient
+
+    daemon = make_daemon(start=False, env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(SHELL_MANIFEST)})
+    daemon.home.mkdir(parents=True, mode=0o700)
+    (daemon.home / "privacy.toml").write_text('extra_patterns = ["hunter[0-9]+"]\n')
+    client = SessionClient(daemon.start(), project)
+    record = client.launch("echo my password is hunter42")
+    events = client.until_exit(record["id"])
+    assert "hunter42" not in "".join(e["payload_json"] for e in events)
+    assert "my password is [REDACTED]" in output(events)
+    daemon.stop()
+
+    (daemon.home / "privacy.toml").write_text("extra_patterns = [\n")
+    broken = make_daemon(home=daemon.home, start=False)
+    broken.start(wait=False)
+    assert broken.wait() != 0
+    assert "privacy.toml" in broken.output()
