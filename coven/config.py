@@ -14,6 +14,7 @@ from pathlib import Path
 DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_HUP_GRACE = 1.0
 DEFAULT_TERM_GRACE = 5.0
+DEFAULT_WRITER_BUFFER = 8 * 1024 * 1024
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -46,6 +47,7 @@ class Config:
     hup_grace: float = DEFAULT_HUP_GRACE
     term_grace: float = DEFAULT_TERM_GRACE
     manhole: bool = False
+    writer_buffer: int = DEFAULT_WRITER_BUFFER
     started_at: str | None = None
 
     @property

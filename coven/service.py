@@ -15,13 +15,15 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
 from coven.api.root import ApiContext, build_site
-from coven.config import DEFAULT_HUP_GRACE, DEFAULT_TERM_GRACE, Config
+from coven.config import DEFAULT_HUP_GRACE, DEFAULT_TERM_GRACE, DEFAULT_WRITER_BUFFER, Config
 from coven.home import HomeService
 from coven.multiservice import AsyncMultiService
 from coven.ready import ReadyService
 from coven.sessions.supervisor import Supervisor, SupervisorService
 from coven.store.service import StoreService
+from coven.store import schema
 from coven.store.store import Store
+from coven.store.writer import Writer
 from coven.wire import timestamp
 
 
@@ -33,6 +35,8 @@ class Options(usage.Options):
         ["hup-grace", None, DEFAULT_HUP_GRACE, "Seconds between SIGHUP and SIGTERM on kill", float],
         ["term-grace", None, DEFAULT_TERM_GRACE, "Seconds between SIGTERM and SIGKILL on kill", float],
         ["started-at", None, None, "startedAt to report in health (set by a managing launcher)"],
+        ["writer-buffer", None, DEFAULT_WRITER_BUFFER,
+         "Bytes of events queued for the database before sessions stop being read", int],
     ]
     optFlags = [["manhole", None, "Serve a manhole on <home>/manhole.sock (SSH keys in <home>/manhole_keys)"]]
 
@@ -41,6 +45,7 @@ def config_from_options(options: Options, environ: dict[str, str]) -> Config:
     overrides: dict[str, Any] = {
         "hup_grace": options["hup-grace"],
         "term_grace": options["term-grace"],
+        "writer_buffer": options["writer-buffer"],
         "manhole": bool(options["manhole"]),
         "started_at": options["started-at"],
     }
@@ -56,7 +61,8 @@ def makeService(options: Options, reactor: Any = None) -> AsyncMultiService:
     started_at = config.started_at or timestamp()
     identity = {"pid": os.getpid(), "startedAt": started_at, "socket": str(config.socket)}
 
-    store = Store(reactor, config.database)
+    writer = Writer(reactor, lambda: schema.connect(config.database), config.writer_buffer, config.writer_buffer // 4)
+    store = Store(reactor, config.database, writer)
     supervisor = Supervisor(reactor, config, store)
     site = build_site(ApiContext(config, store, supervisor, started_at, reactor), reactor=reactor)
 

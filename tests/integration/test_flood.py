@@ -77,3 +77,23 @@ def test_a_100_mb_flood_arrives_byte_exact_with_flat_memory(sessions, project):
     assert growth_mib < 64, f"daemon memory grew {growth_mib:.1f} MiB during a {FLOOD_BYTES >> 20} MiB flood"
     health = sessions.request("GET", "/api/v1/health").json()["eventWriter"]
     assert health["droppedOutputEvents"] == 0 and health["droppedOutputBytes"] == 0
+
+
+def test_a_writer_that_falls_behind_pauses_the_pty_and_loses_nothing(make_daemon, project):
+    """With a tiny writer buffer every flood outruns the store: reads pause, bytes still arrive."""
+    from tests.integration.conftest import SHELL_MANIFEST, SessionClient
+
+    daemon = make_daemon(args=("--writer-buffer", "65536"),
+                         env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(SHELL_MANIFEST)})
+    client = SessionClient(daemon, project)
+    (project / "flood.py").write_text(FLOOD_SCRIPT)
+    total = 20 * 1024 * 1024
+    record = client.launch(f"stty -echo; {sys.executable} flood.py {total}")
+    events = client.until_exit(record["id"], timeout=120)
+    data = "".join(json.loads(e["payload_json"])["data"] for e in events if e["kind"] == "output").encode()
+    want_digest, want_size = expected_digest(total)
+    assert len(data) == want_size and hashlib.sha256(data).hexdigest() == want_digest
+    writer = client.request("GET", "/api/v1/health").json()["eventWriter"]
+    assert writer["pausedMs"] > 0, writer
+    assert writer["pausedSessions"] == 0 and writer["queuedBytes"] == 0
+    assert "pausing producers" in daemon.output()
