@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +20,10 @@ OTHER_UID = 65534
 
 
 @pytest.fixture
-def short_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Unix socket paths must stay short."""
-    import tempfile
-
+def short_dir() -> Iterator[Path]:
+    """Unix socket paths must fit in 108 bytes; pytest's tmp_path may not."""
     path = Path(tempfile.mkdtemp(prefix="cvh-", dir="/tmp"))
-    yield path  # type: ignore[misc]
-    import shutil
-
+    yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
