@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 from coven.api.http import IDLE_TIMEOUT, MAX_BODY_BYTES, CovenSite
 from coven.api.resource import JsonResource, Router, normalize, parse_query
@@ -38,7 +38,7 @@ class Probe:
         router = Router()
         router.add("/boom", GET=self.boom)
         router.add("/unencodable", GET=lambda request: (200, object()))
-        router.add("/failing", GET=lambda request: _failed())
+        router.add("/failing", GET=lambda request: fail(ValueError("secret async internals")))
         router.add("/pending", GET=self.wait)
         router.add("/json", POST=lambda request: (200, {"got": request.json(sessionId="s1")}))
         router.add("/typed", POST=lambda request: (200, msgspec.to_builtins(request.decode(Resize))))
@@ -58,12 +58,6 @@ class Probe:
 
     def teapot(self, request: Any) -> Any:
         raise ApiError(422, "unprocessable", "No.", {"why": "because"}, headers={"X-Extra": "1"})
-
-
-def _failed() -> Deferred:
-    d: Deferred = Deferred()
-    d.errback(ValueError("secret async internals"))
-    return d
 
 
 @pytest.fixture
