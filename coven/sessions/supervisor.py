@@ -44,7 +44,6 @@ class Supervisor:
         self._paused_since: float | None = None
         self._paused_total = 0.0
         self.paused_sessions = 0
-        self.accepting = True
         store.writer.pressure_listeners.append(self._pressure)
 
     # reads
@@ -180,7 +179,6 @@ class Supervisor:
 
     def shutdown(self) -> Deferred:
         """Kill every live session with the ladder; fires once every exit is stored."""
-        self.accepting = False
         waits = []
         for session in list(self._sessions.values()):
             if session.live:
