@@ -24,10 +24,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint
 
 from coven.manhole import ManholeRefused, load_authorized_keys, load_host_key
-from tests.daemon import Daemon
+from tests.daemon import ROOT, Daemon
 
 ANSI = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 TIMEOUT = 15.0
+SHELL_MANIFEST = ROOT / "adapters" / "shell.json"  # the repository's `sh -c PROMPT` adapter
 
 
 def new_key() -> keys.Key:
@@ -199,8 +200,8 @@ def manhole_session(socket_path: Path, key: keys.Key, typed: bytes) -> Deferred:
 def manhole_daemon(make_daemon: Callable[..., Daemon]) -> Callable[..., Daemon]:
     """A daemon with ``--manhole`` whose keys file holds ``lines`` (mode ``mode``)."""
 
-    def make(*lines: bytes, mode: int = 0o600) -> Daemon:
-        daemon = make_daemon(args=("--manhole",), start=False)
+    def make(*lines: bytes, mode: int = 0o600, env: dict[str, str] | None = None) -> Daemon:
+        daemon = make_daemon(args=("--manhole",), env=env, start=False)
         if lines:
             write_keys(daemon.home / "manhole_keys", *lines, mode=mode)
         return daemon.start()
@@ -209,15 +210,19 @@ def manhole_daemon(make_daemon: Callable[..., Daemon]) -> Callable[..., Daemon]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_manhole_evaluates_in_the_live_daemon(manhole_daemon) -> None:
+async def test_manhole_evaluates_in_the_live_daemon(manhole_daemon, tmp_path: Path) -> None:
     key = new_key()
-    daemon = manhole_daemon(public_line(key))
+    daemon = manhole_daemon(public_line(key), env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(SHELL_MANIFEST)})
     socket_path = daemon.home / "manhole.sock"
     assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    launched = daemon.request("POST", "/api/v1/sessions",
+                              {"projectRoot": str(tmp_path), "harness": "shell", "prompt": "sleep 60"})
+    assert launched.status == 201, launched.body
+    session_id = launched.json()["id"]
 
-    typed = b'("live", len(sessions()), len(supervisor.records()), service.getServiceNamed("api").name)\r\x04'
+    typed = b'("live", len(sessions()), sessions()[0], service.getServiceNamed("api").name)\r\x04'
     screen = await manhole_session(socket_path, key, typed)
-    assert "('live', 0, 0, 'api')" in screen, screen
+    assert f"('live', 1, '{session_id}', 'api')" in screen, screen
 
     output = daemon.output()
     assert "manhole listening" in output
