@@ -97,7 +97,7 @@ def api(config: Any, store: Any) -> Any:
     from coven.sessions.supervisor import Supervisor
     from coven.wire import timestamp
 
-    return ApiContext(config, store, Supervisor(reactor, config, store), timestamp())
+    return ApiContext(config, store, Supervisor(reactor, config, store), timestamp(), reactor)
 
 
 @pytest.fixture
