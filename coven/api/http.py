@@ -1,7 +1,8 @@
 """The HTTP channel and Site: framing rules the Coven clients depend on (contract A12, B §1).
 
 * A client that half-closes after its request (the Rust client does) still gets its answer.
-* A declared body over the cap is refused with 413 before a byte of it is read.
+* A declared body over the cap is refused with 413 before a byte of it is read; a chunked
+  one as soon as it passes the cap.
 * A request Twisted cannot parse still gets a framed JSON 400, never its bare default.
 * Idle and slow clients time out.
 """
@@ -55,17 +56,21 @@ class CovenChannel(http.HTTPChannel):
     half-closed client then waits for an EOF that never comes.
     """
 
-    _refused = False
+    refused = False
 
     def allHeadersReceived(self) -> None:
         if self.length is not None and self.length > MAX_BODY_BYTES:
-            self._refused = True
-            self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body())))
-            self.loseConnection()
-            self._transferDecoder = _Discard()
-            self.length = None
+            self.refuse_oversized()
             return
         super().allHeadersReceived()
+
+    def refuse_oversized(self) -> None:
+        """Answer 413 and close; whatever of the body still arrives is swallowed."""
+        self.refused = True
+        self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body())))
+        self.loseConnection()
+        self._transferDecoder = _Discard()
+        self.length = None
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         """Twisted's hook for an unparsable request line or header; its own answer is bare."""
@@ -74,7 +79,7 @@ class CovenChannel(http.HTTPChannel):
         self.loseConnection()
 
     def allContentReceived(self) -> None:
-        if not self._refused:
+        if not self.refused:
             super().allContentReceived()
 
     def readConnectionLost(self) -> None:
@@ -89,8 +94,24 @@ class CovenChannel(http.HTTPChannel):
             self.loseConnection()
 
 
+class CovenRequest(server.Request):
+    """Holds a body whose size was not declared (chunked) to the same cap as a declared one."""
+
+    _received = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.channel.refused:
+            return
+        self._received += len(data)
+        if self._received > MAX_BODY_BYTES:
+            self.channel.refuse_oversized()
+            return
+        super().handleContentChunk(data)
+
+
 class CovenSite(server.Site):
     protocol = CovenChannel
+    requestFactory = CovenRequest
     displayTracebacks = False
 
     def __init__(self, resource: Any, reactor: Any = None) -> None:

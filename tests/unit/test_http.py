@@ -80,8 +80,15 @@ def body_of(response: Any) -> Any:
 @pytest.mark.parametrize("route", ROUTES)
 def test_unversioned_alias_answers_like_v1(http: MemoryClient, route: str) -> None:
     versioned, alias = http.get("/api/v1" + route), http.get(route)
-    assert (versioned.status, versioned.body) == (alias.status, alias.body)
+    assert (versioned.status, stable(versioned.json())) == (alias.status, stable(alias.json()))
     assert versioned.status in (200, 404)
+
+
+def stable(body: Any) -> Any:
+    """Without the live counters (free disk, writer connection) that may move between two requests."""
+    if isinstance(body, dict):
+        return {key: value for key, value in body.items() if key not in ("eventWriter", "storage")}
+    return body
 
 
 @pytest.mark.parametrize("target", ["/api/v1", "/api/v1/", "/api/", "/api/x", "/api/v1/nope", "/nope", "/",
@@ -206,6 +213,24 @@ def test_declared_body_over_the_cap_is_refused_before_it_is_read(http: MemoryCli
     )
     assert connection.closing and connection.transport.producer is None
     connection.send(b"x" * 65536)  # whatever the client still sends is swallowed
+    assert len(connection.responses()) == 1
+
+
+def chunked(body: bytes, size: int = 1024 * 1024) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+def test_a_chunked_body_is_held_to_the_same_cap(http: MemoryClient) -> None:
+    head = b"POST /api/v1/actions HTTP/1.1\r\nHost: coven\r\nTransfer-Encoding: chunked\r\n\r\n"
+    small = http.request("", "", raw=head + chunked(b'{"action":"coven.capabilities.refresh"}'))
+    assert small.status == 200
+    connection = http.connect()
+    connection.send(head + chunked(b" " * (MAX_BODY_BYTES + 1))[:-5])
+    [response] = connection.responses()
+    assert response.status == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert connection.closing
+    connection.send(b"0\r\n\r\n")
     assert len(connection.responses()) == 1
 
 
