@@ -15,6 +15,7 @@ DEFAULT_RETENTION_DAYS = 30.0
 DEFAULT_HUP_GRACE = 1.0
 DEFAULT_TERM_GRACE = 5.0
 DEFAULT_WRITER_BUFFER = 8 * 1024 * 1024
+_DAEMON_ONLY = ("NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_")
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -85,8 +86,12 @@ class Config:
 
     @property
     def child_environ(self) -> dict[str, str]:
-        """The environment every session starts from (contract A9: TERM defaults)."""
-        env = dict(self.environ)
+        """The environment every session starts from (contract A9: TERM defaults).
+
+        systemd's hand-offs to the daemon itself (notify socket, socket activation, watchdog)
+        are not passed on: they are addressed to this process, not to its sessions.
+        """
+        env = {k: v for k, v in self.environ.items() if not k.startswith(_DAEMON_ONLY)}
         env.setdefault("TERM", "xterm-256color")
         return env
 

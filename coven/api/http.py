@@ -113,6 +113,7 @@ class CovenSite(server.Site):
     protocol = CovenChannel
     requestFactory = CovenRequest
     displayTracebacks = False
+    noisy = False
 
     def __init__(self, resource: Any, reactor: Any = None) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)

@@ -140,3 +140,11 @@ def test_a_group_left_behind_after_a_normal_exit_is_reaped(world):
     clock.advance(2.0)
     assert [s for _, s in handle.signals] == [signal.SIGHUP, signal.SIGTERM, signal.SIGKILL]
     assert clock.getDelayedCalls() == []
+
+
+def test_sessions_do_not_inherit_the_daemons_systemd_handoffs(tmp_path):
+    config = Config.build(
+        {"NOTIFY_SOCKET": "/run/x", "LISTEN_FDS": "1", "WATCHDOG_USEC": "5", "PATH": "/bin", "TERM": "vt100"},
+        home=str(tmp_path),
+    )
+    assert config.child_environ == {"PATH": "/bin", "TERM": "vt100"}
