@@ -19,7 +19,9 @@ from coven.wire import EventRecord, decode_any, encode
 MAX_RESPONSE = 4 * 1024 * 1024 - 1
 MAX_LIMIT = 1000
 MAX_WAIT_MS = 60000
-DB_CHUNK = 500
+DB_CHUNK = 512
+FIRST_DB_CHUNK = 64
+ENCODE_BATCH = 64
 LOG_PREVIEW = 240
 _ENVELOPE = len(b'{"events":[],"nextCursor":{"afterSeq":18446744073709551615},"hasMore":false}')
 
@@ -88,45 +90,81 @@ class Events:
             )
         return seq
 
-    def _iter(self, session_id: str, after: int) -> Iterator[EventRecord]:
-        """Events in seq order: committed history from SQLite, the rest from memory."""
+    def _iter(self, session_id: str, after: int, want: int | None = None) -> Iterator[list[EventRecord]]:
+        """Events in seq order, a list at a time: committed history from SQLite, the rest from memory.
+
+        ``want`` bounds how many the caller can use; SQLite is read in growing chunks, so a
+        page of a few huge events never fetches a thousand rows and a page of many small
+        ones takes a handful of queries.
+        """
         session = self._context.supervisor.get(session_id)
         store = self._context.store
+        chunk_size = FIRST_DB_CHUNK
         while True:
             cached = session.cached_after(after) if session is not None else None
             if cached is not None:
-                yield from cached
+                if cached:
+                    yield cached if want is None else cached[:want]
                 return
-            chunk = store.read_events(session_id, after, DB_CHUNK)
+            size = chunk_size if want is None else min(chunk_size, want)
+            chunk = store.read_events(session_id, after, size)
             if not chunk:
                 if session is not None:
-                    yield from (e for e in session.events if e.seq > after)
+                    rest = [e for e in session.events if e.seq > after]
+                    if rest:
+                        yield rest if want is None else rest[:want]
                 return
-            yield from chunk
+            yield chunk
             after = chunk[-1].seq
+            chunk_size = min(chunk_size * 2, DB_CHUNK)
+            if want is not None:
+                want -= len(chunk)
+                if want <= 0:
+                    return
 
     def _page(self, session_id: str, after: int, limit: int | None) -> tuple[bytes, bool]:
+        """Encode a batch of events per call; go event by event only where the size cap falls."""
         parts: list[bytes] = []
         size = _ENVELOPE
-        more = False
+        count = 0
         last = after
-        for event in self._iter(session_id, after):
-            if limit is not None and len(parts) == limit:
+        more = False
+        # One event past the page is fetched, so ``hasMore`` is exact (the limit+1 peek).
+        for events in self._iter(session_id, after, None if limit is None else limit + 1):
+            for start in range(0, len(events), ENCODE_BATCH):
+                batch = events[start:start + ENCODE_BATCH]
+                if limit is not None and count + len(batch) > limit:
+                    batch = batch[:limit - count]
+                    more = True
+                if not batch:
+                    break
+                wire = encode(batch)  # b"[e1,e2,...]": every event and a comma each, minus one
+                if size + len(wire) - 1 <= MAX_RESPONSE:
+                    parts.append(wire[1:-1])
+                    size += len(wire) - 1
+                    count += len(batch)
+                    last = batch[-1].seq
+                    continue
+                # The cap falls inside this batch: place its events one at a time.
+                for event in batch:
+                    one = encode(event)
+                    if size + len(one) + 1 > MAX_RESPONSE:
+                        if limit is None or not count:
+                            details: dict[str, Any] = {"seq": event.seq}
+                            if len(event.id) <= 512:
+                                details["eventId"] = event.id
+                            raise ApiError(413, "event_response_too_large",
+                                           "The next event does not fit in one response; page with `limit`.",
+                                           details)
+                        break
+                    parts.append(one)
+                    size += len(one) + 1
+                    count += 1
+                    last = event.seq
                 more = True
                 break
-            wire = encode(event)
-            if size + len(wire) + 1 > MAX_RESPONSE:
-                if limit is None or not parts:
-                    details: dict[str, Any] = {"seq": event.seq}
-                    if len(event.id) <= 512:
-                        details["eventId"] = event.id
-                    raise ApiError(413, "event_response_too_large",
-                                   "The next event does not fit in one response; page with `limit`.", details)
-                more = True
+            if more:
                 break
-            parts.append(wire)
-            size += len(wire) + 1
-            last = event.seq
         cursor = b'{"afterSeq":%d}' % last if parts else b"null"
         body = b'{"events":[%s],"nextCursor":%s,"hasMore":%s}' % (
             b",".join(parts), cursor, b"true" if more else b"false",
@@ -135,7 +173,7 @@ class Events:
 
     def log(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
         self._sessions.record(session_id)
-        return 200, [_log_line(event) for event in self._iter(session_id, 0)]
+        return 200, [_log_line(event) for events in self._iter(session_id, 0) for event in events]
 
 
 def _log_line(event: EventRecord) -> dict[str, str]:
