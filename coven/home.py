@@ -22,8 +22,11 @@ def ensure_private_home(home: Path) -> None:
     """Create the home, refuse a symlink or another user's directory, force mode 0700."""
     if home.is_symlink():
         raise HomeRefused(f"coven: refusing COVEN_HOME {home}: it is a symlink")
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = home.stat()
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = home.stat()
+    except OSError as e:
+        raise HomeRefused(f"coven: cannot create COVEN_HOME {home}: {e.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise HomeRefused(f"coven: refusing COVEN_HOME {home}: not a directory")
     if info.st_uid != os.getuid():

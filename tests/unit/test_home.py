@@ -50,8 +50,14 @@ def test_symlinked_home_is_refused(tmp_path: Path) -> None:
 
 def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises((HomeRefused, FileExistsError)):
+    with pytest.raises(HomeRefused, match="cannot create COVEN_HOME"):
         ensure_private_home(tmp_path / "file")
+
+
+def test_home_that_cannot_be_created_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(HomeRefused, match=r"cannot create COVEN_HOME .*/file/home: Not a directory"):
+        ensure_private_home(tmp_path / "file" / "home")
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a directory away")
