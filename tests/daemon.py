@@ -155,7 +155,8 @@ class Daemon:
             self.env["PYTHONPATH"] = str(ROOT)
         self.env[TOKEN_VARIABLE] = self.token
         self.env.update(env or {})
-        self.log_path = Path(tempfile.mkstemp(prefix="coven-daemon-", suffix=".log")[1])
+        # Beside the home, so it goes with the directory that holds the home.
+        self.log_path = self.home.parent / f"daemon-{self.token[:12]}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     # lifecycle
@@ -163,6 +164,7 @@ class Daemon:
     def start(self, wait: bool = True, timeout: float = START_TIMEOUT) -> Daemon:
         """Spawn the daemon; with ``wait``, return once health answers 200."""
         argv = [*self.command, "--nodaemon", "--pidfile=", "coven", "--home", str(self.home), *self.args]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(argv, cwd=tempfile.gettempdir(), env=self.env, stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -220,9 +222,9 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self.log_path.unlink(missing_ok=True)
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
-        self.log_path.unlink(missing_ok=True)
 
     # state
 
@@ -240,7 +242,10 @@ class Daemon:
 
     def output(self) -> str:
         """Everything the daemon wrote to stdout and stderr so far (twistd logs there)."""
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     # talking to it
 
