@@ -137,6 +137,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime per thread id; the reactor thread's id is the process id."""
+    found = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found[int(task)] = cpu_seconds_path(f"/proc/{pid}/task/{task}/stat")
+        except OSError:
+            pass  # a thread that just ended
+    return found
+
+
+def cpu_seconds_path(path: str) -> float:
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+
 def status_kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -159,8 +176,8 @@ def peak_rss_kib(pid: int) -> int:
 class BenchDaemon:
     """A fresh daemon on a private home that knows the repository's ``shell`` adapter."""
 
-    def __init__(self) -> None:
-        self.daemon = Daemon(env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(SHELL_MANIFEST)},
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.daemon = Daemon(env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(SHELL_MANIFEST), **(env or {})},
                              args=("--hup-grace", "0.2", "--term-grace", "0.5"))
         self.project = Path(tempfile.mkdtemp(prefix="coven-bench-project-"))
 

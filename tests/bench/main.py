@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -13,6 +14,8 @@ from tests.bench import echo, launch, memory, pages, throughput
 from tests.bench.context import Context
 from tests.bench.native import Tools
 from tests.bench.report import Metric, machine, table, write_json
+
+BUSY_LOAD = 0.5
 
 WORKLOADS = {
     "throughput": throughput.run,
@@ -68,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat, "quick": args.quick, "workloads": args.names, "floodBytes": ctx.flood_bytes,
         "pageConnections": list(modes), "limitTools": tools.kind,
     }
-    ctx.log(f"coven bench: {', '.join(args.names)}; repeat {args.repeat}; limits: {tools.kind}")
+    load_before = os.getloadavg()
+    ctx.log(f"coven bench: {', '.join(args.names)}; repeat {args.repeat}; limits: {tools.kind}; "
+            f"load average {load_before[0]:.2f}")
+    if load_before[0] >= BUSY_LOAD:
+        ctx.notes.append(f"the machine was already busy when the run started (1-minute load average "
+                         f"{load_before[0]:.2f} on {os.cpu_count()} CPUs): other work competes with both the daemon "
+                         "and its limits, so numbers are noisier and ratios less trustworthy than on an idle machine")
     metrics: list[Metric] = []
     failed: list[str] = []
     started = time.monotonic()
@@ -85,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tools.close()
     config["seconds"] = round(time.monotonic() - started, 1)
+    config["loadAverageBefore"] = load_before[0]
+    config["loadAverageAfter"] = os.getloadavg()[0]
     info = machine()
     print()
     print(f"Coven benchmarks — {info['cpus']} CPUs ({info['cpuModel']}), Python {info['python']}, "
-          f"repeat {args.repeat}{', quick' if args.quick else ''}, {config['seconds']} s")
+          f"repeat {args.repeat}{', quick' if args.quick else ''}, {config['seconds']} s, "
+          f"load average {config['loadAverageBefore']:.2f} before / {config['loadAverageAfter']:.2f} after")
     print("median/min/max are over repeats; ratio = daemon median / limit median "
           "(for rates higher is better, for times and sizes lower is better)")
     print()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from tests.bench.client import BenchDaemon, cpu_seconds, decode_json, decode_output, decode_page, events_target, \
-    peak_rss_kib, rss_kib
+    peak_rss_kib, rss_kib, thread_cpu_seconds
 from tests.bench.context import Context
 from tests.bench.report import Budget, Metric
 
@@ -29,6 +29,7 @@ def flood_through_daemon(ctx: Context, expected: int) -> dict[str, float]:
         bench.health(conn)
         rss0 = rss_kib(pid)
         cpu0 = cpu_seconds(pid)
+        threads0 = thread_cpu_seconds(pid)
         t0 = time.perf_counter()
         session_id = bench.launch(conn, "exec " + ctx.tools.gen_command(ctx.flood_bytes))
         got = 0
@@ -50,6 +51,8 @@ def flood_through_daemon(ctx: Context, expected: int) -> dict[str, float]:
         bench.wait_stored(conn)
         t1 = time.perf_counter()
         cpu = cpu_seconds(pid) - cpu0
+        threads = thread_cpu_seconds(pid)
+        reactor_cpu = threads.get(pid, 0.0) - threads0.get(pid, 0.0)
         if got != expected:
             raise AssertionError(f"daemon delivered {got} bytes, the pty carried {expected}")
         if exit_payload.get("status") != "completed":
@@ -64,6 +67,7 @@ def flood_through_daemon(ctx: Context, expected: int) -> dict[str, float]:
             "bytes": got,
             "events": events,
             "cpuSeconds": cpu,
+            "reactorCpuSeconds": reactor_cpu,
             "rssBeforeKiB": rss0,
             "peakKiB": peak_rss_kib(pid),
             "pausedMs": health.get("pausedMs", 0),
@@ -83,6 +87,8 @@ def run(ctx: Context) -> list[Metric]:
     read_rate = Metric("throughput", "readable via API (before commit)", "MB/s", higher_is_better=True,
                        limit_name=rate.limit_name)
     cpu = Metric("throughput", "daemon CPU per GB", "cpu-s/GB")
+    reactor_cpu = Metric("throughput", "  of which reactor thread", "cpu-s/GB")
+    other_cpu = Metric("throughput", "  of which writer (other threads)", "cpu-s/GB")
     peak = Metric("throughput", "daemon peak RSS (VmHWM)", "MiB")
     growth = Metric("throughput", "peak RSS growth during flood", "MiB")
     for i in range(ctx.repeat):
@@ -101,6 +107,8 @@ def run(ctx: Context) -> list[Metric]:
         read_rate.samples.append(expected / MB / result["readSeconds"])
         read_rate.limit.append(rate.limit[-1])
         cpu.samples.append(result["cpuSeconds"] / (expected / 1e9))
+        reactor_cpu.samples.append(result["reactorCpuSeconds"] / (expected / 1e9))
+        other_cpu.samples.append((result["cpuSeconds"] - result["reactorCpuSeconds"]) / (expected / 1e9))
         peak.samples.append(result["peakKiB"] / 1024)
         growth.samples.append((result["peakKiB"] - result["rssBeforeKiB"]) / 1024)
         ctx.log(f"  daemon {rate.samples[-1]:.1f} MB/s ({result['events']} events, paused "
@@ -108,4 +116,4 @@ def run(ctx: Context) -> list[Metric]:
                 f"Python drain {python_rate.samples[-1]:.1f} MB/s")
     cpu.note = "daemon utime+stime (all threads) over the flood, per 1e9 pty bytes"
     growth.note = "VmHWM after the flood minus VmRSS before it: 'memory flat during a flood'"
-    return [rate, read_rate, python_rate, cpu, peak, growth]
+    return [rate, read_rate, python_rate, cpu, reactor_cpu, other_cpu, peak, growth]
