@@ -7,6 +7,7 @@ until the session's next event arrives (contract A3).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,20 +24,18 @@ DB_CHUNK = 512
 FIRST_DB_CHUNK = 64
 ENCODE_BATCH = 64
 LOG_PREVIEW = 240
+_DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 _ENVELOPE = len(b'{"events":[],"nextCursor":{"afterSeq":18446744073709551615},"hasMore":false}')
 
 
 def _integer(query: dict[str, str], key: str, message: str) -> int | None:
+    """A signed 64-bit decimal integer, written plainly (no spaces, ``+`` or ``_``)."""
     raw = query.get(key)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid_request(message, {key: raw}) from None
-    if not -(2**63) <= value < 2**63:
+    if not _DECIMAL.match(raw) or not -(2**63) <= int(raw) < 2**63:
         raise invalid_request(message, {key: raw})
-    return value
+    return int(raw)
 
 
 class Events:

@@ -21,7 +21,7 @@ class ApiContext:
     store: Any
     supervisor: Any
     started_at: str
-    reactor: Any = None
+    reactor: Any
 
 
 def build_site(context: ApiContext, reactor: Any = None) -> CovenSite:

@@ -203,6 +203,9 @@ def test_paging_by_every_cursor_form(sessions):
     ("", "invalid_request", 400, None),
     ("sessionId=SID&afterSeq=x", "invalid_request", 400, {"afterSeq": "x"}),
     ("sessionId=SID&limit=1.5", "invalid_request", 400, {"limit": "1.5"}),
+    ("sessionId=SID&limit=1_0", "invalid_request", 400, {"limit": "1_0"}),
+    ("sessionId=SID&afterSeq=%201", "invalid_request", 400, {"afterSeq": "%201"}),
+    ("sessionId=SID&afterSeq=99999999999999999999", "invalid_request", 400, {"afterSeq": "99999999999999999999"}),
     ("sessionId=SID&waitMs=60001", "invalid_request", 400, {"waitMs": "60001"}),
     ("sessionId=SID&waitMs=-1", "invalid_request", 400, {"waitMs": "-1"}),
     ("sessionId=nope", "session_not_found", 404, {"sessionId": "nope"}),
@@ -262,11 +265,19 @@ def test_client_disconnect_during_long_poll_leaves_the_daemon_serving(sessions):
     assert sessions.request("GET", "/api/v1/health").status == 200
 
 
+def wait_until_committed(sessions, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sessions.request("GET", "/api/v1/health").json()["eventWriter"]["queuedEvents"]:
+        assert time.monotonic() < deadline, "writer never drained"
+        time.sleep(0.02)
+
+
 def test_restart_keeps_events_and_orphans_live_sessions(make_daemon, sessions):
     finished = sessions.launch("echo kept")
     kept = sessions.until_exit(finished["id"])
     live = sessions.launch("echo alive; sleep 1000")
     sessions.until_output(live["id"], "alive")
+    wait_until_committed(sessions)  # followers see events before the disk does; a crash keeps only what is committed
     daemon = sessions.daemon
     daemon.kill()
 
