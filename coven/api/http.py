@@ -30,13 +30,16 @@ def reason(status: int) -> bytes:
     return _REASONS.get(status) or http.RESPONSES.get(status, b"OK")
 
 
-def raw_response(status: int, body: bytes) -> bytes:
-    """A complete response for the rare answers made below the resource layer."""
+def raw_response(status: int, body: bytes, head_only: bool = False) -> bytes:
+    """A complete response for the rare answers made below the resource layer.
+
+    ``head_only``: the answer to a HEAD request, whose body is described but never sent.
+    """
     head = (
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         % (status, reason(status), len(body))
     )
-    return head + body
+    return head if head_only else head + body
 
 
 class _Discard:
@@ -67,7 +70,7 @@ class CovenChannel(http.HTTPChannel):
     def refuse_oversized(self) -> None:
         """Answer 413 and close; whatever of the body still arrives is swallowed."""
         self.refused = True
-        self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body())))
+        self.transport.write(raw_response(413, encode(payload_too_large(MAX_BODY_BYTES).body()), self._is_head()))
         self.loseConnection()
         self._transferDecoder = _Discard()
         self.length = None
@@ -75,8 +78,12 @@ class CovenChannel(http.HTTPChannel):
     def _respondToBadRequestAndDisconnect(self) -> None:
         """Twisted's hook for an unparsable request line or header; its own answer is bare."""
         error = ApiError(400, "invalid_request", "Malformed HTTP request.", flat=True)
-        self.transport.write(raw_response(400, encode(error.body())))
+        self.transport.write(raw_response(400, encode(error.body()), self._is_head()))
         self.loseConnection()
+
+    def _is_head(self) -> bool:
+        """Whether the request being parsed is a HEAD (its request line may not have parsed)."""
+        return getattr(self, "_command", None) == b"HEAD"
 
     def allContentReceived(self) -> None:
         if not self.refused:
