@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 
 from coven.api.resource import ApiRequest, Router
 from coven.errors import ApiError, invalid_request
-from coven.wire import EventRecord, decode_any, encode
+from coven.wire import EventRecord, decode_any, encode, encoder
 
 MAX_RESPONSE = 4 * 1024 * 1024 - 1
 MAX_LIMIT = 1000
@@ -26,6 +26,10 @@ ENCODE_BATCH = 64
 LOG_PREVIEW = 240
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 _ENVELOPE = len(b'{"events":[],"nextCursor":{"afterSeq":18446744073709551615},"hasMore":false}')
+_HEAD = b'{"events":'
+# What a body of N events still needs after "[...]" at most; the cap counts it in from the start.
+_TAIL_MAX = _ENVELOPE - len(_HEAD) - 1
+_COMMA = ord(",")
 
 
 def _integer(query: dict[str, str], key: str, message: str) -> int | None:
@@ -122,9 +126,9 @@ class Events:
                     return
 
     def _page(self, session_id: str, after: int, limit: int | None) -> tuple[bytes, bool]:
-        """Encode a batch of events per call; go event by event only where the size cap falls."""
-        parts: list[bytes] = []
-        size = _ENVELOPE
+        """Encode a batch of events per call, straight into the body; go event by event only
+        in the batch where the size cap falls."""
+        body = bytearray(_HEAD)
         count = 0
         last = after
         more = False
@@ -137,17 +141,23 @@ class Events:
                     more = True
                 if not batch:
                     break
-                wire = encode(batch)  # b"[e1,e2,...]": every event and a comma each, minus one
-                if size + len(wire) - 1 <= MAX_RESPONSE:
-                    parts.append(wire[1:-1])
-                    size += len(wire) - 1
+                # After the first batch, a batch's "[" lands on the "]" before it and becomes
+                # the comma between them: the body always ends with the closed array.
+                at = len(body) - 1 if count else len(body)
+                encoder.encode_into(batch, body, at)
+                if count:
+                    body[at] = _COMMA
+                if len(body) + _TAIL_MAX <= MAX_RESPONSE:
                     count += len(batch)
                     last = batch[-1].seq
                     continue
-                # The cap falls inside this batch: place its events one at a time.
+                # The cap falls inside this batch: take it back, then add its events one at a time.
+                del body[at:]
+                if count:
+                    body += b"]"
                 for event in batch:
                     one = encode(event)
-                    if size + len(one) + 1 > MAX_RESPONSE:
+                    if len(body) + len(one) + 1 + (0 if count else 1) + _TAIL_MAX > MAX_RESPONSE:
                         if limit is None or not count:
                             details: dict[str, Any] = {"seq": event.seq}
                             if len(event.id) <= 512:
@@ -156,19 +166,23 @@ class Events:
                                            "The next event does not fit in one response; page with `limit`.",
                                            details)
                         break
-                    parts.append(one)
-                    size += len(one) + 1
+                    if count:
+                        body[-1] = _COMMA
+                    else:
+                        body += b"["
+                    body += one
+                    body += b"]"
                     count += 1
                     last = event.seq
                 more = True
                 break
             if more:
                 break
-        cursor = b'{"afterSeq":%d}' % last if parts else b"null"
-        body = b'{"events":[%s],"nextCursor":%s,"hasMore":%s}' % (
-            b",".join(parts), cursor, b"true" if more else b"false",
-        )
-        return body, not parts
+        if not count:
+            body += b"[]"
+        cursor = b'{"afterSeq":%d}' % last if count else b"null"
+        body += b',"nextCursor":%s,"hasMore":%s}' % (cursor, b"true" if more else b"false")
+        return bytes(body), not count
 
     def log(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
         self._sessions.record(session_id)
