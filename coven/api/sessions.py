@@ -42,10 +42,7 @@ class Sessions:
         router.add("/sessions/(?P<session_id>.*)", GET=self.get)
 
     def record(self, session_id: str) -> SessionRecord:
-        session = self._daemon.supervisor.get(session_id)
-        if session is not None:
-            return session.record
-        record = self._daemon.store.get_session(session_id)
+        record = self._daemon.supervisor.record(session_id) or self._daemon.store.get_session(session_id)
         if record is None:
             raise session_not_found(session_id)
         return record
@@ -64,7 +61,7 @@ class Sessions:
     def launch(self, request: ApiRequest) -> Any:
         supervisor = self._daemon.supervisor
         plan = parse_launch(request.json(), supervisor.harnesses)
-        return supervisor.launch(plan).addCallback(lambda record: (201, record))
+        return 201, supervisor.launch(plan)
 
     def input(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
         self.live(session_id)

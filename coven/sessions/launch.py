@@ -47,7 +47,10 @@ def _required(body: dict[str, Any], key: str) -> str:
 
 
 def _directory(path: str, field: str) -> str:
-    real = os.path.realpath(path)
+    try:
+        real = os.path.realpath(path)
+    except ValueError:  # a NUL byte: no such path can exist
+        raise invalid_request(f"{field} is not a valid path", {"field": field}) from None
     if not os.path.isdir(real):
         what = "does not exist" if not os.path.exists(real) else "is not a directory"
         raise invalid_request(f"{field} {what}: {real}", {"field": field, "path": real})
@@ -110,6 +113,8 @@ def parse_launch(body: Any, registry: HarnessRegistry) -> LaunchPlan:
             {"launchMode": launch_mode},
         )
     prompt = _required(body, "prompt")
+    if "\x00" in prompt:  # it becomes an argument of exec, which cannot carry one
+        raise invalid_request("prompt must not contain NUL characters", {"field": "prompt"})
     conversation_id = _conversation(body)
 
     familiar = (_string(body, "familiarId") or "").strip()

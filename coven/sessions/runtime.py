@@ -22,6 +22,8 @@ from twisted.python.failure import Failure
 
 # After the child is reaped, how long a grandchild may keep the pty open before we close it.
 DRAIN_GRACE = 0.5
+# Descriptors the forked child needs beyond the pty before it can exec.
+CHILD_SETUP_DESCRIPTORS = 3
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,21 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     rows: int = 24
     cols: int = 80
+
+
+def _require_spare_descriptors(count: int) -> None:
+    """Fail here, with OSError, if the forked child would run out of descriptors before exec.
+
+    Twisted's child lists and closes its inherited descriptors before exec; with none to spare
+    it dies with a traceback on the pty instead of starting, after the launch was accepted.
+    """
+    opened: list[int] = []
+    try:
+        for _ in range(count):
+            opened.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
@@ -121,6 +138,7 @@ class PtyRuntime:
         """Spawn; the child leads its own session and process group with the pty as its terminal."""
         master, slave = pty.openpty()
         try:
+            _require_spare_descriptors(CHILD_SETUP_DESCRIPTORS)
             set_window_size(master, spec.rows, spec.cols)
             transport = self._reactor.spawnProcess(
                 _PtyProtocol(self._reactor, output, exited),

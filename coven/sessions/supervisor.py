@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from coven.config import Config
@@ -40,6 +40,8 @@ class Supervisor:
         self.harnesses = HarnessRegistry(config)
         self.redactor = Redactor()
         self._sessions: dict[str, Session] = {}
+        # Failed launches whose row update is not committed yet: answered from here meanwhile.
+        self._settling: dict[str, SessionRecord] = {}
         self._ladders: dict[str, KillLadder] = {}
         self._paused_since: float | None = None
         self._paused_total = 0.0
@@ -51,8 +53,13 @@ class Supervisor:
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
+    def record(self, session_id: str) -> SessionRecord | None:
+        """The newest record of a session this daemon holds in memory, if any."""
+        session = self._sessions.get(session_id)
+        return session.record if session is not None else self._settling.get(session_id)
+
     def records(self) -> list[SessionRecord]:
-        return [session.record for session in self._sessions.values()]
+        return [session.record for session in self._sessions.values()] + list(self._settling.values())
 
     def paused_ms(self) -> int:
         total = self._paused_total
@@ -62,8 +69,8 @@ class Supervisor:
 
     # launch
 
-    def launch(self, plan: LaunchPlan) -> Deferred:
-        """Insert the row, start the program; fires with the record or fails with launch_failed."""
+    def launch(self, plan: LaunchPlan) -> SessionRecord:
+        """Insert the row and start the program; a program that cannot start is launch_failed."""
         now = timestamp()
         record = SessionRecord(
             id=str(uuid.uuid4()),
@@ -89,7 +96,7 @@ class Supervisor:
                 del self._sessions[record.id]
                 raise
         except (LaunchFailed, OSError) as e:
-            return self._launch_failed(record, str(e))
+            self._launch_failed(record, str(e))
         session.record = msgspec.structs.replace(session.record, pid=session.handle.pid)
         if self._store.writer.pressured:
             self._pause(session, True)
@@ -98,7 +105,7 @@ class Supervisor:
             "session {sessionId} launched: harness={harness} pid={pid} cwd={cwd}",
             sessionId=record.id, harness=record.harness, pid=session.handle.pid, cwd=plan.cwd,
         )
-        return succeed(session.record)
+        return session.record
 
     def _spec(self, plan: LaunchPlan) -> LaunchSpec:
         """Everything that can fail before exec is checked here, so no traceback lands on a pty."""
@@ -120,14 +127,14 @@ class Supervisor:
             raise LaunchFailed(f"failed to spawn harness `{plan.adapter.executable}`")
         return LaunchSpec(executable, argv, plan.cwd, env, plan.rows, plan.cols)
 
-    def _launch_failed(self, record: SessionRecord, message: str) -> Deferred:
+    def _launch_failed(self, record: SessionRecord, message: str) -> NoReturn:
+        """Answer at once, even while the store cannot write; the row follows when it can."""
         self.log.warn("session {sessionId} launch failed: {error}", sessionId=record.id, error=message)
-        done = self._store.update_session(record.id, wait=True, status="failed", updated_at=timestamp())
-
-        def answer(_: Any) -> None:
-            raise ApiError(500, "launch_failed", message, {"sessionId": record.id})
-
-        return done.addCallback(answer)
+        now = timestamp()
+        self._settling[record.id] = msgspec.structs.replace(record, status="failed", updated_at=now)
+        done = self._store.update_session(record.id, wait=True, status="failed", updated_at=now)
+        done.addBoth(lambda _: self._settling.pop(record.id, None))
+        raise ApiError(500, "launch_failed", message, {"sessionId": record.id})
 
     def _exited_callback(self, session: Session):
         def exited(code: int | None, signum: int | None) -> None:

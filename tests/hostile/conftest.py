@@ -280,7 +280,7 @@ class FuzzBed:
 
         while len([s for s in self.live() if s.live]) < count:
             plan = parse_launch(self.valid_launch, self.supervisor.harnesses)
-            record = self.clock.settle(self.supervisor.launch(plan), what="a launch")
+            record = self.supervisor.launch(plan)
             self.supervisor.get(record.id).append("output", {"data": "seed output"})
         self.flush()
 
@@ -325,6 +325,15 @@ class FuzzBed:
             assert time.monotonic() < deadline, f"no answer to {raw[:300]!r}; wrote {connection.written[:300]!r}"
             self.clock.pump(wait=0.005)
         return connection, False
+
+    def ask(self, raw: bytes) -> list[Response]:
+        """Just send and read the answers: no baseline, no flush (for a store that cannot write)."""
+        connection, held = self.exchange(raw)
+        try:
+            return connection.responses()
+        finally:
+            if not held:
+                connection.drop()
 
     def check(self, raw: bytes, head: bool = False) -> list[Response]:
         """One hostile request: framed JSON answers, no 500, no effect unless accepted."""

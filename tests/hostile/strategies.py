@@ -49,20 +49,6 @@ BINDING_KEYS = ("executionBinding", "requestAdoption")
 KNOWN_IDS = ("@LIVE0@", "@LIVE1@", "@DONE@", "@UNKNOWN@")
 
 
-_NUL_PATH = re.compile(rb'"(projectRoot|cwd)": "(?:[^"\\]|\\[^u]|\\u(?!0000))*\\u0000')
-
-
-def known_bug(raw: bytes) -> str | None:
-    """Why a request is left out of the fuzz runs: it hits a bug already pinned by an xfail test.
-
-    ``raw`` is a body or whole request bytes (pipelined ones too). Remove an entry once its
-    xfail test passes (strict xfail makes that test fail as a reminder).
-    """
-    if _NUL_PATH.search(raw):
-        return "NUL in a launch path: test_bad_input.py::test_nul_in_a_launch_path_is_a_400"
-    return None
-
-
 def with_binding(body: bytes) -> bytes:
     """``body`` made into a kill body the daemon must refuse: it carries a binding field.
 

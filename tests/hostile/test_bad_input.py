@@ -26,7 +26,7 @@ from tests.hostile.conftest import (
     SHELL_MANIFEST, FuzzBed, check_response, envelope_code, launch_body, outcome, snapshot_db, wait_until,
 )
 from tests.hostile.strategies import (
-    LIVE_IDS, SESSION_ROUTES, Request, known_bug, requests, resolve_ids, with_binding,
+    LIVE_IDS, SESSION_ROUTES, Request, requests, resolve_ids, with_binding,
 )
 
 FAST = settings(max_examples=100, deadline=None, derandomize=True,
@@ -167,7 +167,6 @@ def daemon_bed(make_daemon: Callable[..., Daemon], tmp_path: Path, project: Path
 
 def _daemon_request(bed: DaemonBed, data: st.DataObject) -> None:
     request = data.draw(requests(LIVE_IDS, bed.valid_launch, SESSION_ROUTES), label="request")
-    assume(known_bug(request.body) is None)
     bed.check(request)
 
 
@@ -211,9 +210,6 @@ def test_live_sessions_still_work_after_fuzzing(daemon_bed: DaemonBed) -> None:
 # in memory: bugs the fuzzing found, pinned one by one
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (coven/sessions/launch.py _directory): os.path.realpath raises ValueError on a NUL byte, "
-    "which escapes as 500 internal_error; fuzzing found it"))
 @pytest.mark.parametrize("field", ["projectRoot", "cwd"])
 def test_nul_in_a_launch_path_is_a_400(fuzz_bed: FuzzBed, field: str) -> None:
     body = dict(fuzz_bed.valid_launch)
@@ -223,10 +219,6 @@ def test_nul_in_a_launch_path_is_a_400(fuzz_bed: FuzzBed, field: str) -> None:
     assert response.status == 400 and envelope_code(response) == "invalid_request"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (coven/sessions/launch.py parse_launch / supervisor._spec): a NUL in the prompt reaches "
-    "execvpe in the child, so the launch answers 201 and the session's output is Twisted's exec "
-    "traceback (daemon paths included) with exit 1, instead of a clean refusal"))
 def test_nul_in_the_prompt_is_refused_before_anything_runs(daemon_bed: DaemonBed) -> None:
     bed = daemon_bed
     response = bed.daemon.request("POST", "/api/v1/sessions", launch_body(bed.project, "echo a\x00b"))

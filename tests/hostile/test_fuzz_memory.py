@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.hostile.conftest import FuzzBed
-from tests.hostile.strategies import known_bug, raw_requests, requests
+from tests.hostile.strategies import raw_requests, requests
 
 FAST = settings(max_examples=250, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -22,13 +22,11 @@ SOAK = settings(FAST, max_examples=3000, derandomize=False)
 
 def _structured(fuzz_bed: FuzzBed, data: st.DataObject) -> None:
     request = data.draw(requests(valid_launch=fuzz_bed.valid_launch), label="request")
-    assume(known_bug(request.body) is None)
     fuzz_bed.check(request.encode(), head=request.method == "HEAD")
 
 
 def _raw(fuzz_bed: FuzzBed, data: st.DataObject) -> None:
     raw = data.draw(raw_requests(valid_launch=fuzz_bed.valid_launch), label="raw")
-    assume(known_bug(raw) is None)
     fuzz_bed.check(raw, head=raw.startswith(b"HEAD "))
 
 

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from coven.config import Config
@@ -53,16 +54,9 @@ def world(tmp_path):
     return clock, store, runtime, supervisor, launch
 
 
-def result(d):
-    box = []
-    d.addBoth(box.append)
-    assert box, "Deferred has not fired"
-    return box[0]
-
-
 def test_launch_starts_the_program_with_the_contract_argv_and_size(world):
     clock, store, runtime, supervisor, launch = world
-    record = result(launch("echo hi", rows=40, cols=100))
+    record = launch("echo hi", rows=40, cols=100)
     spec = runtime.started[0][0]
     assert spec.argv == ["sh", "-c", "--", "echo hi"]
     assert (spec.rows, spec.cols) == (40, 100)
@@ -75,24 +69,39 @@ def test_launch_starts_the_program_with_the_contract_argv_and_size(world):
 def test_spawn_error_fails_the_row_and_answers_launch_failed(world):
     clock, store, runtime, supervisor, launch = world
     runtime.fail = OSError("out of ptys")
-    failure = result(launch())
-    error = failure.value
-    assert isinstance(error, ApiError) and error.status == 500 and error.code == "launch_failed"
+    with pytest.raises(ApiError) as raised:
+        launch()
+    error = raised.value
+    assert error.status == 500 and error.code == "launch_failed" and error.message == "out of ptys"
     session_id = error.details["sessionId"]
     assert (session_id, {"status": "failed", "updated_at": store.updates[-1][1]["updated_at"]}) == store.updates[-1]
     assert supervisor.get(session_id) is None
 
 
+def test_a_failed_launch_is_answered_while_its_row_waits_for_the_store(world):
+    clock, store, runtime, supervisor, launch = world
+    pending = []
+    store.update_session = lambda session_id, wait=False, **fields: pending.append(Deferred()) or pending[-1]
+    runtime.fail = OSError("out of ptys")
+    with pytest.raises(ApiError) as raised:
+        launch()
+    session_id = raised.value.details["sessionId"]
+    assert supervisor.record(session_id).status == "failed"
+    assert [r.status for r in supervisor.records()] == ["failed"]
+    pending[0].callback(None)
+    assert supervisor.record(session_id) is None
+
+
 def test_writer_pressure_pauses_every_live_session_and_drain_resumes_them(world):
     clock, store, runtime, supervisor, launch = world
-    result(launch())
-    result(launch())
+    launch()
+    launch()
     handles = [started[3] for started in runtime.started]
     for listener in store.writer.pressure_listeners:
         listener(True)
     assert all(h.paused for h in handles) and supervisor.paused_sessions == 2
     store.writer.pressured = True
-    result(launch())
+    launch()
     assert runtime.started[2][3].paused and supervisor.paused_sessions == 3
     clock.advance(1.5)
     for listener in store.writer.pressure_listeners:
@@ -103,7 +112,7 @@ def test_writer_pressure_pauses_every_live_session_and_drain_resumes_them(world)
 
 def test_kill_marks_killed_records_it_and_climbs_until_the_group_is_empty(world):
     clock, store, runtime, supervisor, launch = world
-    record = result(launch())
+    record = launch()
     session = supervisor.get(record.id)
     handle = runtime.started[0][3]
     supervisor.kill(session)
@@ -120,7 +129,7 @@ def test_kill_marks_killed_records_it_and_climbs_until_the_group_is_empty(world)
 
 def test_shutdown_kills_live_sessions_and_waits_for_their_exits(world):
     clock, store, runtime, supervisor, launch = world
-    record = result(launch())
+    record = launch()
     done = supervisor.shutdown()
     assert not done.called
     assert supervisor.get(record.id).record.status == "killed"
@@ -132,7 +141,7 @@ def test_shutdown_kills_live_sessions_and_waits_for_their_exits(world):
 
 def test_a_group_left_behind_after_a_normal_exit_is_reaped(world):
     clock, store, runtime, supervisor, launch = world
-    result(launch())
+    launch()
     handle = runtime.started[0][3]
     runtime.started[0][2](0, None)  # the leader exited; a grandchild is still in the group
     assert [s for _, s in handle.signals] == [signal.SIGHUP]
