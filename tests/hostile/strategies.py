@@ -12,7 +12,6 @@ ids are mixed in.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -8,7 +8,7 @@ as the contract says), and a rejected request changes neither the store nor a li
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.hostile.conftest import FuzzBed
