@@ -41,7 +41,7 @@ def fit(points: list[tuple[int, int]]) -> tuple[float, float]:
 HIDE_TLS = 'import sys\nsys.modules["OpenSSL"] = None  # as if pyOpenSSL were not installed\n'
 
 
-def packaged_start_rss(ctx: Context) -> float | None:
+def packaged_start_rss() -> float | None:
     """RSS after start with pyOpenSSL hidden, as in the .deb's venv, which does not install it.
 
     The development venv gets pyOpenSSL from the test extras (treq), and Twisted's endpoints
@@ -83,7 +83,7 @@ def run(ctx: Context) -> list[Metric]:
             intercept, slope = fit(points)
             base.samples.append(intercept / 1024)
             per.samples.append(slope)
-            rss = packaged_start_rss(ctx)
+            rss = packaged_start_rss()
             if rss is not None:
                 packaged.samples.append(rss)
             ctx.log(f"  RSS {', '.join(f'{n}: {r / 1024:.1f} MiB' for n, r in points)}; "
