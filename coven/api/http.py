@@ -4,11 +4,13 @@
 * A declared body over the cap is refused with 413 before a byte of it is read; a chunked
   one as soon as it passes the cap.
 * A request Twisted cannot parse still gets a framed JSON 400, never its bare default.
-* Idle and slow clients time out.
+* Idle and slow clients time out; a client that leaves while its answer is pending (a long
+  poll) is noticed at once, not when the answer is ready.
 """
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -20,6 +22,8 @@ from coven.wire import encode
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 IDLE_TIMEOUT = 60
+# How often a pending answer checks that its half-closed client is still there.
+HANGUP_POLL = 1.0
 
 
 # Where the contract's reason phrases (B §1) differ from Twisted's.
@@ -42,6 +46,20 @@ def raw_response(status: int, body: bytes, head_only: bool = False) -> bytes:
     return head if head_only else head + body
 
 
+def peer_hung_up(transport: Any) -> bool | None:
+    """Whether the peer closed its end entirely (POLLHUP); None when it cannot be told."""
+    fileno = getattr(transport, "fileno", None)
+    try:
+        fd = fileno() if fileno is not None else -1
+    except (OSError, ValueError):
+        return None
+    if fd < 0:
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(mask & (select.POLLHUP | select.POLLERR) for _, mask in poller.poll(0))
+
+
 class _Discard:
     """Swallows the body of a request already answered."""
 
@@ -60,6 +78,7 @@ class CovenChannel(http.HTTPChannel):
     """
 
     refused = False
+    _hangup_call: Any = None
 
     def allHeadersReceived(self) -> None:
         if self.length is not None and self.length > MAX_BODY_BYTES:
@@ -91,10 +110,36 @@ class CovenChannel(http.HTTPChannel):
 
     def readConnectionLost(self) -> None:
         if self.requests and self._handlingRequest:
-            # The request is complete and being answered: close once the response is out.
+            # The request is complete and being answered: close once the response is out,
+            # unless the client has gone altogether and nobody is left to read it.
             self.persistent = False
+            self._check_hangup()
         elif not self.transport.disconnecting:
             self.loseConnection()
+
+    def _check_hangup(self) -> None:
+        """Drop the connection if the client closed it entirely rather than half-closed it.
+
+        A read EOF looks the same either way; only the socket's POLLHUP tells them apart. A
+        client gone altogether is dropped at once, which cancels a held long poll (contract
+        A3) instead of keeping its descriptor and waiter until ``waitMs`` runs out. While an
+        answer is pending for a half-closed client, it is checked again now and then, in case
+        that client gives up later.
+        """
+        self._hangup_call = None
+        if not (self.requests and self._handlingRequest) or self.transport.disconnecting:
+            return
+        gone = peer_hung_up(self.transport)
+        if gone:
+            self.transport.abortConnection()
+        elif gone is not None:
+            self._hangup_call = self.callLater(HANGUP_POLL, self._check_hangup)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._hangup_call is not None and self._hangup_call.active():
+            self._hangup_call.cancel()
+        self._hangup_call = None
+        super().connectionLost(reason)
 
     def writeConnectionLost(self) -> None:
         if not self.transport.disconnecting:
