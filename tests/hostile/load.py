@@ -62,6 +62,32 @@ async def arequest(path: Path | str, method: str, target: str, body: Any = None,
     return await asyncio.wait_for(go(), timeout)
 
 
+def request_waiting(path: Path | str, method: str, target: str, body: Any = None,
+                    timeout: float = 10.0) -> tuple[Response, int]:
+    """One request as a blocking client makes it: a full listen backlog is waited out, not an
+    error (a timeout makes Python's connect non-blocking, which answers EAGAIN at once instead).
+    Returns the response and how many times the backlog was found full."""
+    deadline = time.monotonic() + timeout
+    full = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        while True:
+            try:
+                sock.connect(str(path))
+                break
+            except BlockingIOError:
+                full += 1
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.002)
+        sock.sendall(encode_request(method, target, body))
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return parse_response(b"".join(chunks)), full
+
+
 PROBE = r"""
 import json, socket, sys, time
 path, seconds, interval = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
