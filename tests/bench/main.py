@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(tools=tools, repeat=args.repeat, quick=args.quick,
                   flood_bytes=int(args.flood_mb * 1e6), connection_modes=modes)
     if not tools.native:
-        why = f" (cc failed: {tools.error})" if tools.error else " (no cc on PATH)"
+        why = (" (--python-limits)" if args.python_limits
+               else f" (cc failed: {tools.error})" if tools.error else " (no cc on PATH)")
         ctx.notes.append("limits measured with plain-Python tools" + why + "; the C limits would be faster")
     config: dict[str, Any] = {
         "repeat": args.repeat, "quick": args.quick, "workloads": args.names, "floodBytes": ctx.flood_bytes,
