@@ -70,7 +70,9 @@ def makeService(options: Options, reactor: Any = None) -> AsyncMultiService:
     HomeService(config).setServiceParent(parent)
     StoreService(store, reactor, started_at, config.retention_days).setServiceParent(parent)
     SupervisorService(supervisor).setServiceParent(parent)
-    api = strports.service(f"unix:{quoteStringArgument(str(config.socket))}:mode=600:lockfile=0", site, reactor=reactor)
+    # A deep backlog queues a burst of clients instead of refusing non-blocking connects.
+    listen = f"unix:{quoteStringArgument(str(config.socket))}:mode=600:lockfile=0:backlog=1024"
+    api = strports.service(listen, site, reactor=reactor)
     api.setName("api")
     api.setServiceParent(parent)
     if config.manhole:

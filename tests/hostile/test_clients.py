@@ -285,11 +285,6 @@ def test_a_client_that_leaves_a_long_poll_is_let_go_at_once(make_daemon: Callabl
 # a burst of connections
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug (coven/service.py, the api strports description): the Unix socket listens with Twisted's "
-    "default backlog of 50, so a burst of connects beyond 51 is refused with EAGAIN to any client "
-    "that connects without blocking (Node's net, Python with a timeout, asyncio) instead of queued; "
-    "fix: add `:backlog=1024` (or SOMAXCONN) to the `unix:` endpoint"))
 def test_a_burst_of_connections_is_queued_not_refused(make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon()
     refused = 0
