@@ -169,6 +169,10 @@ class CovenSite(server.Site):
 
     def __init__(self, resource: Any, reactor: Any = None) -> None:
         super().__init__(resource, timeout=IDLE_TIMEOUT, reactor=reactor)
+        # Bodies are JSON, read by the resource. Twisted would otherwise parse a POST whose
+        # Content-Type claims a form, and a Content-Type it cannot parse (a vertical tab in
+        # it) raises out of its parser and drops the connection with no answer at all.
+        self._parsePOSTFormSubmission = False
 
     def log(self, request: Any) -> None:
         """Access lines would drown the events that matter; errors are logged where they happen."""
