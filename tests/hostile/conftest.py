@@ -59,6 +59,23 @@ def check_response(response: Response, allow_500: tuple[str, ...] = (), head: bo
     return body
 
 
+def parse_responses(data: bytes, head: bool = False) -> list[Response]:
+    """Every response in ``data``, each strictly framed; ``head``: the first answers a HEAD."""
+    responses: list[Response] = []
+    while data:
+        # An HTTP/1.0 request is answered in HTTP/1.0; the framing rules are the same.
+        framed = b"HTTP/1.1 " + data[9:] if data.startswith(b"HTTP/1.0 ") else data
+        response = parse_response(framed, head=head and not responses)
+        rest = data[len(response.raw):]
+        if head and not responses and rest and not rest.startswith(b"HTTP/"):
+            # A request line too broken to parse is not known to be a HEAD: its 400 has a body.
+            response = parse_response(framed)
+            assert response.status == 400, response.raw
+        responses.append(response)
+        data = data[len(response.raw):]
+    return responses
+
+
 def envelope_code(response: Response) -> str | None:
     if response.status < 400:
         return None
@@ -341,19 +358,7 @@ class FuzzBed:
         before = self.quiet_state()
         connection, held = self.exchange(resolve_ids(raw, self.ids()))
         try:
-            responses = []
-            data = connection.written
-            while data:
-                # An HTTP/1.0 request is answered in HTTP/1.0; the framing rules are the same.
-                http10 = data.startswith(b"HTTP/1.0 ")
-                framed = b"HTTP/1.1 " + data[9:] if http10 else data
-                response = parse_response(framed, head=head and not responses)
-                if head and not responses and data[len(response.raw):] and not data[len(response.raw):].startswith(b"HTTP/"):
-                    # A request line too broken to parse is not known to be a HEAD: its 400 has a body.
-                    response = parse_response(framed)
-                    assert response.status == 400, response.raw
-                responses.append(response)
-                data = data[len(response.raw):]
+            responses = parse_responses(connection.written, head)
         finally:
             if not held:
                 connection.drop()

@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.daemon import Daemon, parse_response
+from tests.daemon import Daemon
 from tests.hostile.conftest import (
-    SHELL_MANIFEST, FuzzBed, check_response, envelope_code, launch_body, outcome, snapshot_db, wait_until,
+    SHELL_MANIFEST, FuzzBed, check_response, envelope_code, launch_body, outcome, parse_responses, snapshot_db,
+    wait_until,
 )
 from tests.hostile.strategies import (
     LIVE_IDS, SESSION_ROUTES, Request, requests, resolve_ids, with_binding,
@@ -126,11 +127,7 @@ class DaemonBed:
             request.body = with_binding(request.body)  # any other kill body is accepted: a real kill
         raw = resolve_ids(request.encode(), self.ids())
         data, held = self.send(raw, may_hold=b"waitMs=" in request.target)
-        responses = []
-        while data:
-            response = parse_response(data, head=request.method == "HEAD")
-            responses.append(response)
-            data = data[len(response.raw):]
+        responses = parse_responses(data, head=request.method == "HEAD")
         for response in responses:
             check_response(response, allow_500=("launch_failed",), head=request.method == "HEAD")
             key = f"HEAD {response.status}" if request.method == "HEAD" else outcome(response)
@@ -240,3 +237,14 @@ def test_an_unparsable_head_request_gets_headers_only(http: Any, raw: bytes) -> 
     assert response.status in (400, 413)
     assert int(response.header("Content-Length")) > 0
     assert connection.written.endswith(b"\r\n\r\n"), connection.written
+
+
+@pytest.mark.parametrize("content_type", ["\x0b application/json", "multipart/form-data; boundary=x",
+                                          "application/x-www-form-urlencoded"])
+def test_a_post_whatever_its_content_type_is_read_as_json(fuzz_bed: FuzzBed, content_type: str) -> None:
+    """Found by fuzzing: Twisted parsed a POST body as a form when the Content-Type said so, and
+    a Content-Type its parser chokes on (a vertical tab) dropped the connection unanswered."""
+    body = json.dumps({"action": "coven.capabilities.refresh"}).encode()
+    raw = Request("POST", b"/api/v1/actions", body, {"Content-Type": content_type}).encode()
+    (response,) = fuzz_bed.check(raw)
+    assert response.status == 200, response.body
