@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.application import strports
-from twisted.internet.endpoints import quoteStringArgument
 from twisted.python import usage
 
+from coven.api.listen import UnixListenService
 from coven.api.root import ApiContext, build_site
 from coven.config import DEFAULT_HUP_GRACE, DEFAULT_TERM_GRACE, DEFAULT_WRITER_BUFFER, Config
 from coven.home import HomeService
@@ -70,11 +69,7 @@ def makeService(options: Options, reactor: Any = None) -> AsyncMultiService:
     HomeService(config).setServiceParent(parent)
     StoreService(store, reactor, started_at, config.retention_days).setServiceParent(parent)
     SupervisorService(supervisor).setServiceParent(parent)
-    # A deep backlog queues a burst of clients instead of refusing non-blocking connects.
-    listen = f"unix:{quoteStringArgument(str(config.socket))}:mode=600:lockfile=0:backlog=1024"
-    api = strports.service(listen, site, reactor=reactor)
-    api.setName("api")
-    api.setServiceParent(parent)
+    UnixListenService(reactor, config.socket, site).setServiceParent(parent)
     if config.manhole:
         from coven.manhole import ManholeService, manhole_namespace  # conch loads only when asked for
 
