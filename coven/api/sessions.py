@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import msgspec
@@ -60,7 +61,11 @@ class Sessions:
 
     def launch(self, request: ApiRequest) -> Any:
         supervisor = self._daemon.supervisor
-        plan = parse_launch(request.json(), supervisor.harnesses)
+        try:
+            plan = parse_launch(request.json(), supervisor.harnesses)
+        except OSError as e:  # the daemon is out of descriptors or memory: nothing was created
+            raise ApiError(503, "runtime_unavailable", f"The daemon cannot launch now: {e.strerror}; retry later.",
+                           {"errno": errno.errorcode.get(e.errno or 0, str(e.errno))}) from e
         return 201, supervisor.launch(plan)
 
     def input(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:

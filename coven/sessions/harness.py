@@ -12,6 +12,7 @@ launches that do not need it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -336,10 +337,17 @@ def _parse_manifest(raw: bytes, path: Path) -> Iterator[Adapter]:
             )
 
 
+# The daemon itself is short of resources: no manifest is at fault, and skipping one would
+# answer "unsupported harness" for a harness that is configured.
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
+
 def _json_files(directory: Path) -> list[Path]:
     try:
         entries = list(directory.iterdir())
-    except OSError:
+    except OSError as e:
+        if e.errno in _EXHAUSTED:
+            raise
         return []
     return sorted(path for path in entries if path.suffix.lower() == ".json" and path.is_file())
 
@@ -348,6 +356,8 @@ def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as e:
+        if e.errno in _EXHAUSTED:
+            raise
         log.warn("skipping harness adapter manifest {path}: {reason}", path=str(path), reason=str(e))
         return None
 

@@ -17,13 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet import main, process
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 # After the child is reaped, how long a grandchild may keep the pty open before we close it.
 DRAIN_GRACE = 0.5
-# Descriptors the forked child needs beyond the pty before it can exec.
-CHILD_SETUP_DESCRIPTORS = 3
+# One wake-up drains the pty up to this much, so a flood costs a reactor pass per 64 KiB
+# rather than per 4 KiB read.
+READ_PER_WAKEUP = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,6 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     rows: int = 24
     cols: int = 80
-
-
-def _require_spare_descriptors(count: int) -> None:
-    """Fail here, with OSError, if the forked child would run out of descriptors before exec.
-
-    Twisted's child lists and closes its inherited descriptors before exec; with none to spare
-    it dies with a traceback on the pty instead of starting, after the launch was accepted.
-    """
-    opened: list[int] = []
-    try:
-        for _ in range(count):
-            opened.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-    finally:
-        for fd in opened:
-            os.close(fd)
 
 
 def set_window_size(fd: int, rows: int, cols: int) -> None:
@@ -123,6 +110,61 @@ class _PtyProtocol(ProcessProtocol):
         self._exited(getattr(reason.value, "exitCode", None), getattr(reason.value, "signal", None))
 
 
+class _SpawnedPty(process.PTYProcess):
+    """Twisted's PTY process, started with ``posix_spawn`` and read in larger gulps.
+
+    Twisted forks the whole daemon and runs Python in the child before exec, which costs
+    milliseconds that grow with the daemon's size, and a child that cannot exec dies with a
+    traceback on the pty. ``posix_spawn`` runs no Python in the child and reports a failed
+    exec as an OSError here, before the launch is accepted. (This overrides Twisted's private
+    ``_fork``; tests/integration pin the behaviour it must keep.)
+    """
+
+    def _fork(self, path: str, uid: Any, gid: Any, executable: str, args: list[str],
+              environment: dict[str, str], masterfd: int, slavefd: int) -> None:
+        terminal = os.ttyname(slavefd)
+        # setsid runs before the file actions, so opening the terminal as fd 0 makes it the
+        # session's controlling terminal.
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, terminal, os.O_RDWR, 0),
+            (os.POSIX_SPAWN_DUP2, 0, 1),
+            (os.POSIX_SPAWN_DUP2, 0, 2),
+        ]
+        ignored = [s for s in signal.valid_signals() if signal.getsignal(s) == signal.SIG_IGN]
+        here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.chdir(path)  # posix_spawn has no chdir action before Python 3.13's
+            self.pid = os.posix_spawn(
+                executable, args, environment, file_actions=actions, setsid=True,
+                setsigdef=ignored, setsigmask=(),
+            )
+        finally:
+            os.fchdir(here)
+            os.close(here)
+        self.status = -1
+
+    def doRead(self) -> Any:
+        chunks: list[bytes] = []
+        size = 0
+        result = None
+        while size < READ_PER_WAKEUP:
+            try:
+                data = os.read(self.fd, READ_PER_WAKEUP - size)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every holder of the terminal has closed it
+                result = main.CONNECTION_LOST
+                break
+            if not data:
+                result = main.CONNECTION_DONE
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            self.proto.childDataReceived(1, b"".join(chunks))
+        return result
+
+
 class PtyRuntime:
     """Starts programs with Twisted's PTY process support, sized before they run."""
 
@@ -138,14 +180,14 @@ class PtyRuntime:
         """Spawn; the child leads its own session and process group with the pty as its terminal."""
         master, slave = pty.openpty()
         try:
-            _require_spare_descriptors(CHILD_SETUP_DESCRIPTORS)
             set_window_size(master, spec.rows, spec.cols)
-            transport = self._reactor.spawnProcess(
-                _PtyProtocol(self._reactor, output, exited),
+            transport = _SpawnedPty(
+                self._reactor,
                 spec.executable,
                 list(spec.argv),
-                env=dict(spec.env),
-                path=spec.cwd,
+                dict(spec.env),
+                spec.cwd,
+                _PtyProtocol(self._reactor, output, exited),
                 usePTY=(master, slave, os.ttyname(slave)),
             )
         except BaseException:

@@ -26,6 +26,8 @@ from coven.wire import EventRecord, SessionRecord, timestamp
 COALESCE_BYTES = 64 * 1024
 COALESCE_WINDOW = 0.004
 QUIET_AFTER = 0.010
+# A read this small is a program that paused (an echo, a prompt), not one streaming output.
+SMALL_READ = 4096
 CACHE_BYTES = 1024 * 1024
 CACHE_EVENTS = 4096
 
@@ -181,7 +183,8 @@ class Session:
             self.flush_output()
         elif self._flush_call is None:
             now = self._reactor.seconds()
-            delay = 0 if now - self._last_flush > QUIET_AFTER else COALESCE_WINDOW
+            streaming = len(data) >= SMALL_READ and now - self._last_flush <= QUIET_AFTER
+            delay = COALESCE_WINDOW if streaming else 0
             self._flush_call = self._reactor.callLater(delay, self.flush_output)
 
     def flush_output(self, final: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -326,3 +327,44 @@ def test_privacy_toml_extra_patterns_are_redacted_and_a_broken_file_stops_startu
     broken.start(wait=False)
     assert broken.wait() != 0
     assert "privacy.toml" in broken.output()
+
+
+def test_child_leads_its_own_session_on_the_pty_with_default_signals_and_no_stray_descriptors(sessions):
+    record = sessions.launch(
+        "ps -o pid=,sid=,pgid=,tty= -p $$; tty; grep SigIgn /proc/self/status; exec ls /proc/self/fd"
+    )
+    text = output(sessions.until_exit(record["id"]))
+    pid, sid, pgid, tty = text.split("\r\n")[0].split()
+    assert pid == sid == pgid == str(record["pid"])
+    assert re.search(r"^/dev/pts/\d+\r$", text, re.M) and tty.startswith("pts/")
+    ignored = int(re.search(r"SigIgn:\s+([0-9a-f]+)\r", text).group(1), 16)
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTERM, signal.SIGXFSZ):
+        assert not ignored & (1 << (signum - 1)), f"{signum!r} is ignored in the child"  # Python ignores SIGPIPE
+    descriptors = set(text.strip().split("\r\n")[-1].split())
+    assert descriptors <= {"0", "1", "2", "3"}, descriptors  # 3 is ls reading the directory
+
+
+def test_a_program_that_cannot_exec_is_launch_failed_with_nothing_on_a_pty(sessions, project, tmp_path):
+    manifest = tmp_path / "junk.json"
+    manifest.write_text('{"adapters":[{"id":"junk","label":"Junk","executable":"junkexe",'
+                        '"interactive_prompt_prefix_args":[],"non_interactive_prompt_prefix_args":[],'
+                        '"install_hint":"none"}]}')
+    junk = project / "junkexe"
+    junk.write_bytes(b"\x7fELF\x00garbage")
+    junk.chmod(0o755)
+    daemon = sessions.daemon
+    daemon.stop()
+    from tests.daemon import Daemon
+
+    again = Daemon(home=daemon.home, env={"COVEN_HARNESS_ADAPTER_MANIFEST": str(manifest)}).start()
+    try:
+        response = again.request("POST", "/api/v1/sessions",
+                                 {"projectRoot": str(project), "harness": "junk", "prompt": "hi"})
+        assert response.status == 500
+        error = response.json()["error"]
+        assert error["code"] == "launch_failed" and "Exec format error" in error["message"]
+        sid = error["details"]["sessionId"]
+        assert again.request("GET", f"/api/v1/sessions/{sid}").json()["status"] == "failed"
+        assert again.request("GET", f"/api/v1/events?sessionId={sid}").json()["events"] == []
+    finally:
+        again.close()

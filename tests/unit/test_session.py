@@ -53,15 +53,25 @@ def test_truncated_character_at_exit_is_flushed_as_replacement():
     assert payloads(store, "output") == [{"data": "\ufffd"}]
 
 
-def test_reads_while_busy_coalesce_into_one_event():
+def test_large_reads_while_streaming_coalesce_into_one_event():
     clock, store, session, _ = make_session()
-    session.output(b"first")  # quiet session: flushed at the next turn of the reactor
+    block = b"x" * session_module.SMALL_READ
+    session.output(block)  # quiet session: flushed at the next turn of the reactor
     clock.advance(0)
-    for chunk in (b"a", b"b", b"c"):
-        session.output(chunk)
+    for _ in range(3):
+        session.output(block)  # streaming: held for the window
     assert store.events[-1].seq == 1
     clock.advance(session_module.COALESCE_WINDOW)
-    assert payloads(store) == [{"data": "first"}, {"data": "abc"}]
+    assert [len(p["data"]) for p in payloads(store)] == [len(block), 3 * len(block)]
+
+
+def test_small_reads_are_published_at_the_next_turn_even_while_busy():
+    clock, store, session, _ = make_session()
+    session.output(b"x" * session_module.SMALL_READ)
+    clock.advance(0)
+    session.output(b"typed")  # an echo right after output: no coalescing delay
+    clock.advance(0)
+    assert payloads(store)[-1] == {"data": "typed"}
 
 
 def test_a_full_buffer_flushes_without_waiting():
