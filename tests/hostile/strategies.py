@@ -12,10 +12,15 @@ ids are mixed in.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import strategies as st
+
+# Fuzz runs are the same every time (CI must not fail by luck); COVEN_FUZZ_EXPLORE=1 makes the
+# soak runs draw new examples each time, to hunt for what the fixed ones miss.
+EXPLORE = bool(os.environ.get("COVEN_FUZZ_EXPLORE"))
 
 # (method, route template); ``{id}`` is a session id.
 ROUTES = (

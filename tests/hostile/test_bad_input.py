@@ -27,13 +27,13 @@ from tests.hostile.conftest import (
     wait_until,
 )
 from tests.hostile.strategies import (
-    LIVE_IDS, SESSION_ROUTES, Request, requests, resolve_ids, with_binding,
+    EXPLORE, LIVE_IDS, SESSION_ROUTES, Request, requests, resolve_ids, with_binding,
 )
 
 FAST = settings(max_examples=100, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
-SOAK = settings(FAST, max_examples=600, derandomize=False)
+SOAK = settings(FAST, max_examples=600, derandomize=not EXPLORE)
 HELD_TIMEOUT = 0.5  # a long poll not answered by then is dropped by the client
 QUIET_TIMEOUT = 15.0
 CAT = "stty raw -echo; exec cat >/dev/null"

@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.hostile.conftest import FuzzBed
-from tests.hostile.strategies import raw_requests, requests
+from tests.hostile.strategies import EXPLORE, raw_requests, requests
 
 FAST = settings(max_examples=250, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
-SOAK = settings(FAST, max_examples=3000, derandomize=False)
+SOAK = settings(FAST, max_examples=3000, derandomize=not EXPLORE)
 
 
 def _structured(fuzz_bed: FuzzBed, data: st.DataObject) -> None:
