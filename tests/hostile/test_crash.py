@@ -12,9 +12,12 @@ import json
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.daemon import Daemon
 from tests.hostile.conftest import group_alive, launch_body, shell_daemon, wait_until
@@ -29,6 +32,7 @@ while True:
 """
 FLOODERS = 4
 SERVE_BOUND = 10.0
+CRASH_CYCLES = 4
 
 
 def integrity(path: Path) -> str:
@@ -118,3 +122,61 @@ def test_sigkill_in_heavy_output_then_restart(make_daemon: Callable[..., Daemon]
     assert paged == rows[flooder][2]
     wait = second.request("GET", f"/api/v1/events?sessionId={flooder}&afterSeq={paged[-1]}&waitMs=5000", timeout=3)
     assert wait.status == 200 and json.loads(wait.body)["events"] == [], "an orphaned session is not waited on"
+
+
+@pytest.mark.soak
+def test_crash_again_and_again_with_launches_kills_and_input_in_flight(make_daemon: Callable[..., Daemon],
+                                                                       project: Path) -> None:
+    """Four crashes in a row, each in the middle of floods, launches, input and kills."""
+    (project / "flood.py").write_text(FLOOD)
+    daemon = shell_daemon(make_daemon)
+    home = daemon.home
+    pids: dict[str, int] = {}
+    for cycle in range(CRASH_CYCLES):
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def launch(prompt: str) -> str:
+            response = daemon.request("POST", "/api/v1/sessions", launch_body(project, prompt))
+            assert response.status == 201, response.body
+            record = response.json()
+            with lock:
+                pids[record["id"]] = record["pid"]
+            return record["id"]
+
+        def churn() -> None:
+            """Launch, type into and kill sessions until the daemon dies under it."""
+            try:
+                while not stop.is_set():
+                    sid = launch("exec cat")
+                    daemon.request("POST", f"/api/v1/sessions/{sid}/input", {"data": "typed before the crash\r"})
+                    daemon.request("POST", f"/api/v1/sessions/{sid}/kill")
+            except (OSError, AssertionError, ValueError):
+                pass  # the daemon was killed mid-request
+
+        for _ in range(3):
+            launch(f"stty -echo; exec {sys.executable} flood.py")
+        base = daemon.request("GET", "/api/v1/health").json()["eventWriter"]["committedEvents"]
+        churner = threading.Thread(target=churn, daemon=True)
+        churner.start()
+        wait_until(lambda: daemon.request("GET", "/api/v1/health").json()["eventWriter"]["committedEvents"]
+                   > base + 1000, 60, f"cycle {cycle}: a thousand more committed events")
+        daemon.kill()
+        stop.set()
+        churner.join(30)
+        for sid, pid in pids.items():
+            wait_until(lambda: not group_alive(pid), 10, f"session {sid}'s process group {pid} to go")
+
+        started = time.monotonic()
+        daemon = shell_daemon(make_daemon, home=home)
+        assert time.monotonic() - started < SERVE_BOUND
+        database = home / "coven.sqlite3"
+        assert integrity(database) == "ok"
+        rows = committed(database)
+        for sid, (status, last_seq, seqs) in rows.items():
+            assert status != "running", f"cycle {cycle}: {sid} still running after the restart"
+            assert seqs == list(range(1, len(seqs) + 1)), f"cycle {cycle}: gap in {sid}"
+            assert last_seq == len(seqs), (cycle, sid, last_seq, len(seqs))
+        print(f"crash cycle {cycle}: {len(rows)} sessions, {sum(len(r[2]) for r in rows.values())} events, "
+              f"{sum(1 for r in rows.values() if r[0] == 'orphaned')} orphaned")
+    assert daemon.request("GET", "/api/v1/health").status == 200
