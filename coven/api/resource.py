@@ -45,15 +45,6 @@ class ApiRequest:
         except msgspec.DecodeError as e:
             raise invalid_request("failed to parse request body", {**details, "detail": str(e)}) from e
 
-    def decode(self, type_: type, **details: Any) -> Any:
-        """The body decoded into a request Struct; validation text goes into ``details``."""
-        try:
-            return msgspec.json.decode(self.body or b"{}", type=type_)
-        except msgspec.ValidationError as e:
-            raise invalid_request(str(e), {**details, "detail": str(e)}) from e
-        except msgspec.DecodeError as e:
-            raise invalid_request("failed to parse request body", {**details, "detail": str(e)}) from e
-
 
 def parse_query(query: str) -> dict[str, str]:
     """Split on ``&`` and ``=`` with no decoding; first occurrence wins (contract B §2)."""

@@ -9,7 +9,7 @@ import msgspec
 
 from coven.api.resource import ApiRequest, Router
 from coven.errors import ApiError, invalid_request, session_not_found, session_not_live
-from coven.sessions.launch import MAX_DIMENSION, parse_launch, reject_binding
+from coven.sessions.launch import dimension, parse_launch, reject_binding
 from coven.store.store import BadCursor, SessionCursor, decode_cursor, encode_cursor
 from coven.wire import Accepted, SessionPage, SessionRecord
 
@@ -18,11 +18,6 @@ DEFAULT_PAGE = 100
 # An input event must fit the event writer's per-event budget (contract B §6.4 step 6).
 MAX_INPUT_EVENT = 2 * 1024 * 1024
 EVENT_OVERHEAD = 512
-
-
-class Resize(msgspec.Struct, forbid_unknown_fields=False):
-    rows: int
-    cols: int
 
 
 def _sort_key(record: SessionRecord) -> tuple[str, str]:
@@ -52,10 +47,10 @@ class Sessions:
         return 200, self.record(session_id)
 
     def live(self, session_id: str) -> Any:
-        """The session if it takes input: 404 when unknown, 409 when not running."""
-        record = self.record(session_id)
+        """The session if it takes input: 404 when unknown, 409 when not live."""
+        self.record(session_id)
         session = self._daemon.supervisor.get(session_id)
-        if record.status != "running" or session is None or not session.live:
+        if session is None or not session.live:
             raise session_not_live(session_id)
         return session
 
@@ -69,7 +64,7 @@ class Sessions:
         return 201, supervisor.launch(plan)
 
     def input(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
-        self.live(session_id)
+        session = self.live(session_id)
         body = request.json(sessionId=session_id)
         reject_binding(body)
         data = body.get("data") if isinstance(body, dict) else None
@@ -77,21 +72,14 @@ class Sessions:
             raise invalid_request("input payload requires string field `data`", {"sessionId": session_id})
         if len(request.body) + EVENT_OVERHEAD > MAX_INPUT_EVENT:
             raise ApiError(413, "input_too_large", "Input is larger than one event may be.", {"sessionId": session_id})
-        session = self.live(session_id)
         self._daemon.supervisor.input(session, data.encode(), body)
         return 202, Accepted()
 
     def resize(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
-        self.live(session_id)
-        size = request.decode(Resize, sessionId=session_id)
-        for field in ("rows", "cols"):
-            value = getattr(size, field)
-            if not 1 <= value <= MAX_DIMENSION:
-                raise invalid_request(
-                    f"`{field}` must be an integer between 1 and {MAX_DIMENSION}",
-                    {"sessionId": session_id, "field": field, field: value},
-                )
-        self._daemon.supervisor.resize(self.live(session_id), size.rows, size.cols)
+        session = self.live(session_id)
+        body = request.json(sessionId=session_id)
+        rows, cols = dimension(body, "rows"), dimension(body, "cols")
+        self._daemon.supervisor.resize(session, rows, cols)
         return 202, Accepted()
 
     def kill(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:

@@ -57,9 +57,12 @@ def _directory(path: str, field: str) -> str:
     return real
 
 
-def _dimension(body: dict[str, Any], key: str, default: int) -> int:
-    if key not in body:
-        return default
+def dimension(body: Any, key: str, default: int | None = None) -> int:
+    """A terminal size field (contract A9): an integer 1..1000; required when no default."""
+    if not isinstance(body, dict) or key not in body:
+        if default is not None:
+            return default
+        raise invalid_request(f"request body requires integer field `{key}`", {"field": key})
     value = body[key]
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
         raise invalid_request(f"`{key}` must be an integer between 1 and {MAX_DIMENSION}", {"field": key, key: value})
@@ -132,8 +135,8 @@ def parse_launch(body: Any, registry: HarnessRegistry) -> LaunchPlan:
         title=title if title and title.strip() else prompt,
         model=model,
         conversation_id=conversation_id,
-        rows=_dimension(body, "rows", 24),
-        cols=_dimension(body, "cols", 80),
+        rows=dimension(body, "rows", 24),
+        cols=dimension(body, "cols", 80),
     )
 
 

@@ -65,7 +65,6 @@ class Session:
         self._store = store
         self._on_finished = on_finished
         self.handle: PtyHandle | None = None
-        self.last_seq = record.last_seq
         self.committed_seq = record.last_seq
         self.events: list[EventRecord] = []
         self._cache_bytes = 0
@@ -82,6 +81,10 @@ class Session:
     @property
     def id(self) -> str:
         return self.record.id
+
+    @property
+    def last_seq(self) -> int:
+        return self.record.last_seq
 
     @property
     def live(self) -> bool:
@@ -102,16 +105,15 @@ class Session:
 
     def append(self, kind: str, payload: Any) -> EventRecord:
         """Number, cache, publish and queue one event."""
-        self.last_seq += 1
+        self.record.last_seq += 1
         event = EventRecord(
-            seq=self.last_seq,
+            seq=self.record.last_seq,
             id=str(uuid.uuid4()),
             session_id=self.id,
             kind=kind,
             payload_json=_payload_encoder.encode(self._redact(payload)).decode(),
             created_at=timestamp(),
         )
-        self.record.last_seq = self.last_seq
         self.events.append(event)
         self._cache_bytes += len(event.payload_json)
         done = self._store.append_events([event], wait=True)

@@ -109,7 +109,7 @@ class Supervisor:
 
     def _spec(self, plan: LaunchPlan) -> LaunchSpec:
         """Everything that can fail before exec is checked here, so no traceback lands on a pty."""
-        if not self._store.writer.state == "healthy":
+        if self._store.writer.state != "healthy":
             raise LaunchFailed(f"the event store cannot write: {self._store.writer.last_error}")
         if plan.launch_mode == "stream":
             raise LaunchFailed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -76,6 +77,14 @@ def test_input_is_written_verbatim_and_echoed_by_cat(sessions):
     assert payload(sessions.until_exit(record["id"])[-1])["status"] == "completed"
 
 
+def held(sock, seconds: float = 0.3) -> bool:
+    """True if nothing has been answered on ``sock`` within ``seconds`` (a bounded check)."""
+    import select
+
+    readable, _, _ = select.select([sock], [], [], seconds)
+    return not readable
+
+
 def test_long_poll_is_woken_by_output_and_times_out_empty(sessions):
     record = sessions.launch("cat")
     sid = record["id"]
@@ -84,17 +93,20 @@ def test_long_poll_is_woken_by_output_and_times_out_empty(sessions):
     assert page == {"events": [], "nextCursor": None, "hasMore": False}
     assert time.monotonic() - started >= 0.29
 
-    import threading
+    from tests.daemon import encode_request, parse_response
 
-    result = {}
-    poller = threading.Thread(target=lambda: result.update(sessions.page(sid, waitMs=20000)))
-    poller.start()
-    time.sleep(0.2)  # let the poll reach the daemon; correctness does not depend on it
-    sessions.send(sid, "x")
-    poller.join(15)
-    assert not poller.is_alive()
-    assert result["events"], result
-    assert time.monotonic() - started < 10
+    with sessions.daemon.connect() as sock:
+        sock.sendall(encode_request("GET", f"/api/v1/events?sessionId={sid}&waitMs=20000"))
+        sock.shutdown(socket.SHUT_WR)
+        assert held(sock), "an empty page must be held, not answered at once"
+        woken = time.monotonic()
+        sessions.send(sid, "x")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    page = parse_response(raw).json()
+    assert page["events"] and page["events"][0]["kind"] == "input"  # the first event after the cursor
+    assert time.monotonic() - woken < 5  # woken by the event, long before waitMs
 
 
 def test_resize_reaches_the_child(sessions):
@@ -259,7 +271,7 @@ def test_client_disconnect_during_long_poll_leaves_the_daemon_serving(sessions):
     sid = sessions.launch("cat")["id"]
     sock = sessions.daemon.connect()
     sock.sendall(f"GET /api/v1/events?sessionId={sid}&waitMs=30000 HTTP/1.1\r\nHost: coven\r\n\r\n".encode())
-    time.sleep(0.1)
+    assert held(sock)
     sock.close()
     sessions.send(sid, "after\r")
     assert "after" in output(sessions.until_output(sid, "after"))

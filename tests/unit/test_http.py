@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -20,11 +19,6 @@ from tests.conftest import MemoryClient
 from tests.daemon import encode_request
 
 ROUTES = ["/api-version", "/health", "/capabilities", "/sessions", "/sessions/some-id"]
-
-
-class Resize(msgspec.Struct, forbid_unknown_fields=True):
-    rows: int
-    cols: int
 
 
 class Probe:
@@ -41,7 +35,6 @@ class Probe:
         router.add("/failing", GET=lambda request: fail(ValueError("secret async internals")))
         router.add("/pending", GET=self.wait)
         router.add("/json", POST=lambda request: (200, {"got": request.json(sessionId="s1")}))
-        router.add("/typed", POST=lambda request: (200, msgspec.to_builtins(request.decode(Resize))))
         router.add("/later", GET=lambda request: succeed((201, {"later": True})))
         router.add("/teapot", GET=self.teapot)
         return router
@@ -280,21 +273,6 @@ def test_malformed_json_is_400_with_details(custom: MemoryClient, body: bytes) -
 
 def test_empty_body_is_an_empty_object(custom: MemoryClient) -> None:
     assert body_of(custom.post("/json")) == {"got": {}}
-
-
-@pytest.mark.parametrize(
-    ("body", "detail"),
-    [
-        ({"rows": "24", "cols": 80}, "Expected `int`, got `str` - at `$.rows`"),
-        ({"rows": 24}, "Object missing required field `cols`"),
-        ({"rows": 24, "cols": 80, "extra": 1}, "Object contains unknown field `extra`"),
-        ([24, 80], "Expected `object`, got `array`"),
-    ],
-)
-def test_validation_errors_are_400_with_msgspec_text(custom: MemoryClient, body: Any, detail: str) -> None:
-    response = custom.post("/typed", body)
-    error = body_of(response)["error"]
-    assert (response.status, error["code"], error["details"]["detail"]) == (400, "invalid_request", detail)
 
 
 @pytest.mark.parametrize("target", ["/boom", "/failing", "/unencodable"])
