@@ -136,12 +136,8 @@ class Writer:
         if self.state == "failed":
             self.log.info("event writer recovered after: {error}", error=self.last_error)
             self.state = "healthy"
-        for item in items:
-            self.queued_bytes -= item.cost
-            self.queued_events -= item.events
-            self.committed_events += item.events
-        if self.pressured and self.queued_bytes <= self.low_water:
-            self._set_pressure(False)
+        self.committed_events += sum(item.events for item in items)
+        self._release(items)
         for item in items:  # last, so whoever an ack wakes sees the writer's state settled
             if item.done is not None:
                 item.done.callback(None)
@@ -154,20 +150,24 @@ class Writer:
 
     def _abandoned(self, items: list[_Item], error: str) -> None:
         self.log.error("event writer gave up on {count} writes at shutdown: {error}", count=len(items), error=error)
+        self._release(items)
         for item in items:
-            self.queued_bytes -= item.cost
-            self.queued_events -= item.events
             if item.done is not None:
                 item.done.errback(sqlite3.OperationalError(error))
 
     def _refused(self, item: _Item, failure: Failure) -> None:
         self.log.failure("event writer refused a write that can never commit", failure)
-        self.queued_bytes -= item.cost
-        self.queued_events -= item.events
-        if self.pressured and self.queued_bytes <= self.low_water:
-            self._set_pressure(False)
+        self._release([item])
         if item.done is not None:
             item.done.errback(failure)
+
+    def _release(self, items: list[_Item]) -> None:
+        """Take finished writes off the queue's count; below the low-water mark producers resume."""
+        for item in items:
+            self.queued_bytes -= item.cost
+            self.queued_events -= item.events
+        if self.pressured and self.queued_bytes <= self.low_water:
+            self._set_pressure(False)
 
     def _finished(self) -> None:
         self._stopped = True
