@@ -7,9 +7,9 @@ import os
 import socket
 import stat
 from pathlib import Path
-from twisted.application.service import Service
 
 from coven.config import Config
+from coven.multiservice import ClaimingService
 
 HEALTH_PROBE_TIMEOUT = 2.0
 
@@ -74,12 +74,8 @@ def clear_stale_socket(path: Path) -> None:
     path.unlink()
 
 
-class HomeService(Service):
-    """Claims the home before anything else starts and lets go of it last.
-
-    twistd calls ``privilegedStartService`` on the whole tree before any ``startService``
-    (so the home is claimed before the socket binds); ``twist`` calls only the latter.
-    """
+class HomeService(ClaimingService):
+    """Claims the home before anything else starts and lets go of it last."""
 
     name = "home"
 
@@ -87,17 +83,7 @@ class HomeService(Service):
         self._config = config
         self._lock_fd: int | None = None
 
-    def privilegedStartService(self) -> None:
-        self._claim()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        self._claim()
-        super().startService()
-
-    def _claim(self) -> None:
-        if self._lock_fd is not None:
-            return
+    def claim(self) -> None:
         ensure_private_home(self._config.home)
         self._lock_fd = acquire_lock(self._config.lock_file)
         clear_stale_socket(self._config.socket)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,3 +68,34 @@ class AsyncMultiService(MultiService):
         done.addCallback(next_child)
         done.callback(None)
         return done
+
+
+class ClaimingService(Service):
+    """A service that claims something of the system (a lock, a database, a socket) early.
+
+    twistd calls ``privilegedStartService`` on the whole tree before any ``startService``, so
+    claims happen in tree order before anything serves, and a failed claim ends the process;
+    ``twist`` calls only ``startService``. The claim runs in whichever comes first, once.
+    """
+
+    claimed = False
+
+    def claim(self) -> None:
+        raise NotImplementedError
+
+    def _claim_once(self) -> None:
+        if not self.claimed:
+            self.claim()
+            self.claimed = True
+
+    def privilegedStartService(self) -> None:
+        self._claim_once()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._claim_once()
+        super().startService()
+
+    def stopService(self) -> Any:
+        self.claimed = False
+        return super().stopService()

@@ -9,15 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+
+from coven.multiservice import ClaimingService
 
 # A deep backlog queues a burst of clients instead of refusing non-blocking connects.
 BACKLOG = 1024
 
 
-class UnixListenService(Service):
-    """Binds a private (0600) Unix socket in the first start method twistd or twist calls."""
+class UnixListenService(ClaimingService):
+    """Binds a private (0600) Unix socket; a failed bind is raised and stops the start."""
 
     name = "api"
 
@@ -27,19 +28,8 @@ class UnixListenService(Service):
         self._factory = factory
         self.port: Any = None
 
-    def _listen(self) -> None:
-        if self.port is None:
-            self.port = self._reactor.listenUNIX(
-                str(self._path), self._factory, backlog=BACKLOG, mode=0o600, wantPID=False
-            )
-
-    def privilegedStartService(self) -> None:
-        self._listen()
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        self._listen()
-        super().startService()
+    def claim(self) -> None:
+        self.port = self._reactor.listenUNIX(str(self._path), self._factory, backlog=BACKLOG, mode=0o600, wantPID=False)
 
     def stopService(self) -> Deferred:
         super().stopService()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from coven.multiservice import ClaimingService
 from coven.store.schema import SchemaTooNew
 from coven.store.store import CRITICAL_FREE_BYTES, WAL_CHECKPOINT_BYTES, Store
 
@@ -20,12 +20,11 @@ class StoreUnavailable(SystemExit):
     """The store cannot be opened; the daemon must not serve without it."""
 
 
-class StoreService(Service):
+class StoreService(ClaimingService):
     """Owns the Store's lifetime; its periodic retention job survives its own failures.
 
-    The database opens in ``privilegedStartService``, which twistd calls for the whole tree
-    before anything starts and whose exceptions end the process: a store that cannot open
-    stops the daemon before its socket is bound, instead of a daemon answering 500s.
+    Opening the database is this service's claim: a store that cannot open stops the daemon
+    before its socket is bound, instead of a daemon answering 500s.
     """
 
     name = "store"
@@ -37,20 +36,12 @@ class StoreService(Service):
         self._started_at = started_at
         self._retention_days = retention_days
         self._loop: LoopingCall | None = None
-        self._opened = False
 
-    def privilegedStartService(self) -> None:
-        self._open()
-        super().privilegedStartService()
-
-    def _open(self) -> None:
-        if self._opened:
-            return
+    def claim(self) -> None:
         try:
             recovered = self.store.open(self._started_at)
         except (OSError, sqlite3.Error, SchemaTooNew) as e:
             raise StoreUnavailable(f"coven: cannot open the store {self.store.path}: {e}") from e
-        self._opened = True
         self.log.info(
             "store opened at {path}: {orphaned} running sessions marked orphaned, {failed} stale created marked failed",
             path=str(self.store.path),
@@ -58,11 +49,10 @@ class StoreService(Service):
         )
 
     def startService(self) -> None:
-        self._open()  # runners such as ``twist`` skip privilegedStartService
+        super().startService()
         self._loop = LoopingCall(self.maintain)
         self._loop.clock = self._reactor
         self._loop.start(MAINTENANCE_INTERVAL, now=False)
-        super().startService()
 
     def stopService(self) -> Deferred:
         super().stopService()
