@@ -47,6 +47,9 @@ class PtyHandle:
 
     def __init__(self, transport: Any) -> None:
         self._transport = transport
+        # Twisted drops transport.proto once the process has ended; the exit still flushes
+        # output (and may meet backpressure) after that, so keep our own reference.
+        self._protocol = transport.proto
         self.pid: int = transport.pid
 
     def write(self, data: bytes) -> None:
@@ -67,11 +70,11 @@ class PtyHandle:
         return self.signal_group(0)
 
     def pause(self) -> None:
-        self._transport.proto.paused = True
+        self._protocol.paused = True
         self._transport.pauseProducing()
 
     def resume(self) -> None:
-        self._transport.proto.paused = False
+        self._protocol.paused = False
         self._transport.resumeProducing()
 
 

@@ -129,7 +129,10 @@ class Writer:
             queuedBytes=self.queued_bytes,
         )
         for listener in list(self.pressure_listeners):
-            listener(on)
+            try:
+                listener(on)
+            except Exception:  # a listener's bug must not cost the acks that follow
+                self.log.failure("pressure listener failed")
 
     def _committed(self, items: list[_Item]) -> None:
         self.transactions += 1

@@ -249,6 +249,23 @@ async def test_backpressure_turns_on_at_high_water_and_off_at_low_water(small_wr
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_failing_pressure_listener_costs_no_acks(small_writer: Writer, gates: Any) -> None:
+    """A listener that raises (as pausing an ended session once did) must not wedge the writer."""
+    def broken(on: bool) -> None:
+        raise AttributeError("listener bug")
+
+    small_writer.pressure_listeners.append(broken)
+    gate = gates()
+    small_writer.submit(gate)
+    await within(gate.entered)
+    acks = [small_writer.submit(lambda conn: None, cost=ITEM_OVERHEAD, wait=True) for _ in range(8)]
+    assert small_writer.pressured
+    gate.release()
+    await within(small_writer.flushed())
+    assert all(ack.called for ack in acks) and not small_writer.pressured
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_failing_commit_is_retried_failed_then_healthy(store: Store) -> None:
     writer = store.writer
     attempts: list[int] = []

@@ -157,3 +157,29 @@ def test_sessions_do_not_inherit_the_daemons_systemd_handoffs(tmp_path):
         home=str(tmp_path),
     )
     assert config.child_environ == {"PATH": "/bin", "TERM": "vt100"}
+
+
+def test_a_pty_handle_pauses_and_resumes_after_its_process_ended():
+    """Twisted drops transport.proto at processEnded, yet the exit's last flush may still hit
+    backpressure: pausing then must work, or the exit is never recorded."""
+    from coven.sessions.runtime import PtyHandle
+
+    class Transport:
+        pid = 7
+        proto = type("Proto", (), {"paused": False})()
+        producing = True
+
+        def pauseProducing(self):
+            self.producing = False
+
+        def resumeProducing(self):
+            self.producing = True
+
+    transport = Transport()
+    protocol = transport.proto
+    handle = PtyHandle(transport)
+    transport.proto = None  # what processEnded does
+    handle.pause()
+    assert protocol.paused and not transport.producing
+    handle.resume()
+    assert not protocol.paused and transport.producing
