@@ -65,11 +65,19 @@ class SchemaTooNew(Exception):
     """The store was written by a newer daemon; reading it could lose data."""
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the store with the pragmas every connection needs; the file is private (0600)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+def create_private(path: Path) -> None:
+    """Make the database file exist as 0600 before SQLite opens it, so its WAL and shm are 0600 too.
+
+    Call it only while this process has no connection to the file: closing any descriptor of it
+    drops every POSIX lock the process holds there, and a daemon without its shared lock lets an
+    outside `sqlite3` reader take the database for its last user and delete the WAL under it.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
     os.chmod(path, 0o600)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the store with the pragmas every connection needs; never opens the file itself."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

@@ -113,6 +113,7 @@ class Store:
 
     def open(self, started_at: str) -> dict[str, int]:
         """Migrate, mark what an earlier daemon left running, start the writer."""
+        schema.create_private(self.path)
         conn = schema.connect(self.path)
         try:
             schema.migrate(conn)

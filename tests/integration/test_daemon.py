@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -224,3 +225,26 @@ def test_running_rows_become_orphaned_after_a_crash_and_stay_committed(daemon: D
     listed = {row["id"]: row for row in third.request("GET", "/api/v1/sessions").json()}
     assert (listed["was-running"]["status"], listed["was-running"]["updated_at"]) == ("orphaned", started)
     assert listed["finished"]["status"] == "completed"
+
+
+def test_an_outside_reader_of_the_live_database_does_not_take_it_over(daemon: Daemon) -> None:
+    """`sqlite3 ~/.coven/coven.sqlite3` while the daemon runs must not checkpoint and drop its WAL.
+
+    SQLite's last connection to close a WAL database checkpoints it and deletes the WAL; it knows it
+    is last when it can lock the database exclusively. The daemon keeps its shared locks for as long
+    as it runs, so the outside reader can neither take that lock nor delete the WAL under it.
+    """
+    database = daemon.home / "coven.sqlite3"
+    daemon.request("GET", "/api/v1/sessions")
+    fd = os.open(database, os.O_RDWR)
+    try:
+        with pytest.raises(OSError):  # SQLite's shared-lock range: held by the daemon's connections
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002)
+    finally:
+        os.close(fd)
+
+    outside = sqlite3.connect(database)
+    assert outside.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    outside.close()
+    assert (daemon.home / "coven.sqlite3-wal").exists()
+    assert daemon.request("GET", "/api/v1/health").json()["storage"]["status"] == "ok"
