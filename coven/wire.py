@@ -65,6 +65,14 @@ class EventRecord(msgspec.Struct):
     created_at: str
 
 
+def page_piece(event: EventRecord) -> bytes:
+    """An event as a page holds it: encoded once, after the comma that parts it from the one before.
+
+    Pages are then one join of pieces (the first loses its comma), never a re-encoding.
+    """
+    return b"," + encoder.encode(event)
+
+
 class Cursor(msgspec.Struct):
     afterSeq: int
 

@@ -1,35 +1,34 @@
 """Event routes: pages by cursor, long-poll follow (``waitMs``), and the log view.
 
-Pages are assembled from pre-encoded events so the response size is known exactly; a page
-never exceeds the 4 MiB response cap (contract B §7.1), and an empty page can be held open
-until the session's next event arrives (contract A3).
+Pages are joined from events encoded once (live sessions keep theirs encoded in memory), so
+the response size is known before it is built; a page never exceeds the 4 MiB response cap
+(contract B §7.1), and an empty page can be held open until the session's next event arrives
+(contract A3).
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from coven.api.resource import ApiRequest, Router
 from coven.errors import ApiError, invalid_request
-from coven.wire import EventRecord, decode_any, encode, encoder
+from coven.wire import EventRecord, decode_any, page_piece
 
 MAX_RESPONSE = 4 * 1024 * 1024 - 1
 MAX_LIMIT = 1000
 MAX_WAIT_MS = 60000
 DB_CHUNK = 512
 FIRST_DB_CHUNK = 64
-ENCODE_BATCH = 64
 LOG_PREVIEW = 240
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 _ENVELOPE = len(b'{"events":[],"nextCursor":{"afterSeq":18446744073709551615},"hasMore":false}')
-_HEAD = b'{"events":'
-# What a body of N events still needs after "[...]" at most; the cap counts it in from the start.
-_TAIL_MAX = _ENVELOPE - len(_HEAD) - 1
-_COMMA = ord(",")
+_HEAD_OPEN = b'{"events":['
 
 
 def _integer(query: dict[str, str], key: str, message: str) -> int | None:
@@ -93,8 +92,10 @@ class Events:
             )
         return seq
 
-    def _iter(self, session_id: str, after: int, want: int | None = None) -> Iterator[list[EventRecord]]:
-        """Events in seq order, a list at a time: committed history from SQLite, the rest from memory.
+    def _iter(self, session_id: str, after: int,
+              want: int | None = None) -> Iterator[tuple[list[EventRecord], list[bytes]]]:
+        """Events in seq order with their page pieces, a list at a time: committed history from
+        SQLite, the rest from memory.
 
         ``want`` bounds how many the caller can use; SQLite is read in growing chunks, so a
         page of a few huge events never fetches a thousand rows and a page of many small
@@ -104,89 +105,71 @@ class Events:
         store = self._context.store
         chunk_size = FIRST_DB_CHUNK
         while True:
-            cached = session.cached_after(after) if session is not None else None
-            if cached is not None:
-                if cached:
-                    yield cached if want is None else cached[:want]
-                return
-            size = chunk_size if want is None else min(chunk_size, want)
-            chunk = store.read_events(session_id, after, size)
-            if not chunk:
-                if session is not None:
-                    rest = [e for e in session.events if e.seq > after]
-                    if rest:
-                        yield rest if want is None else rest[:want]
-                return
-            yield chunk
-            after = chunk[-1].seq
-            chunk_size = min(chunk_size * 2, DB_CHUNK)
-            if want is not None:
-                want -= len(chunk)
-                if want <= 0:
+            if session is None or not session.reaches(after):
+                size = chunk_size if want is None else min(chunk_size, want)
+                chunk = store.read_events(session_id, after, size)
+                if chunk:
+                    yield chunk, [page_piece(event) for event in chunk]
+                    after = chunk[-1].seq
+                    chunk_size = min(chunk_size * 2, DB_CHUNK)
+                    if want is not None:
+                        want -= len(chunk)
+                        if want <= 0:
+                            return
+                    continue
+                if session is None:
                     return
+            events, pieces = session.recent(after)
+            if events:
+                yield (events, pieces) if want is None else (events[:want], pieces[:want])
+            return
 
     def _page(self, session_id: str, after: int, limit: int | None) -> tuple[bytes, bool]:
-        """Encode a batch of events per call, straight into the body; go event by event only
-        in the batch where the size cap falls."""
-        body = bytearray(_HEAD)
+        """Join the events' page pieces once, as many as ``limit`` and the size cap allow."""
+        parts = [_HEAD_OPEN]
+        room = MAX_RESPONSE - _ENVELOPE + 1  # each piece brings its comma; the first one's is dropped
         count = 0
         last = after
         more = False
         # One event past the page is fetched, so ``hasMore`` is exact (the limit+1 peek).
-        for events in self._iter(session_id, after, None if limit is None else limit + 1):
-            for start in range(0, len(events), ENCODE_BATCH):
-                batch = events[start:start + ENCODE_BATCH]
-                if limit is not None and count + len(batch) > limit:
-                    batch = batch[:limit - count]
-                    more = True
-                if not batch:
-                    break
-                # After the first batch, a batch's "[" lands on the "]" before it and becomes
-                # the comma between them: the body always ends with the closed array.
-                at = len(body) - 1 if count else len(body)
-                encoder.encode_into(batch, body, at)
-                if count:
-                    body[at] = _COMMA
-                if len(body) + _TAIL_MAX <= MAX_RESPONSE:
-                    count += len(batch)
-                    last = batch[-1].seq
-                    continue
-                # The cap falls inside this batch: take it back, then add its events one at a time.
-                del body[at:]
-                if count:
-                    body += b"]"
-                for event in batch:
-                    one = encode(event)
-                    if len(body) + len(one) + 1 + (0 if count else 1) + _TAIL_MAX > MAX_RESPONSE:
-                        if limit is None or not count:
-                            details: dict[str, Any] = {"seq": event.seq}
-                            if len(event.id) <= 512:
-                                details["eventId"] = event.id
-                            raise ApiError(413, "event_response_too_large",
-                                           "The next event does not fit in one response; page with `limit`.",
-                                           details)
-                        break
-                    if count:
-                        body[-1] = _COMMA
-                    else:
-                        body += b"["
-                    body += one
-                    body += b"]"
-                    count += 1
-                    last = event.seq
+        for events, pieces in self._iter(session_id, after, None if limit is None else limit + 1):
+            take = len(pieces) if limit is None else min(len(pieces), limit - count)
+            fit, used = _fitting(pieces[:take], room)
+            if fit:
+                parts += pieces[:fit]
+                room -= used
+                count += fit
+                last = events[fit - 1].seq
+            if fit < take and (limit is None or not count):
+                event = events[fit]
+                details: dict[str, Any] = {"seq": event.seq}
+                if len(event.id) <= 512:
+                    details["eventId"] = event.id
+                raise ApiError(413, "event_response_too_large",
+                               "The next event does not fit in one response; page with `limit`.", details)
+            if fit < len(pieces):
                 more = True
                 break
-            if more:
-                break
-        if not count:
-            body += b"[]"
-        cursor = b'{"afterSeq":%d}' % last if count else b"null"
-        body += b',"nextCursor":%s,"hasMore":%s}' % (cursor, b"true" if more else b"false")
-        return bytes(body), not count
+        if count:
+            parts[1] = parts[1][1:]
+            parts.append(b'],"nextCursor":{"afterSeq":%d},"hasMore":%s}' % (last, b"true" if more else b"false"))
+        else:
+            parts.append(b'],"nextCursor":null,"hasMore":false}')
+        return b"".join(parts), not count
 
     def log(self, request: ApiRequest, session_id: str) -> tuple[int, Any]:
         self._sessions.record(session_id)
-        return 200, [_log_line(event) for events in self._iter(session_id, 0) for event in events]
+        return 200, [_log_line(event) for events, _ in self._iter(session_id, 0) for event in events]
+
+
+def _fitting(pieces: list[bytes], room: int) -> tuple[int, int]:
+    """How many of ``pieces``, from the first, fit in ``room`` bytes, and the bytes they take."""
+    total = sum(map(len, pieces))
+    if total <= room:  # the usual page: no running sizes needed
+        return len(pieces), total
+    sizes = list(accumulate(map(len, pieces)))
+    fit = bisect_right(sizes, room)
+    return fit, sizes[fit - 1] if fit else 0
 
 
 def _log_line(event: EventRecord) -> dict[str, str]:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from coven.redaction import redact_payload
 from coven.sessions import vtquery
 from coven.sessions.runtime import PtyHandle, signal_name
-from coven.wire import EventRecord, SessionRecord, timestamp
+from coven.wire import EventRecord, SessionRecord, page_piece, timestamp
 
 COALESCE_BYTES = 64 * 1024
 COALESCE_WINDOW = 0.004
@@ -67,6 +67,7 @@ class Session:
         self.handle: PtyHandle | None = None
         self.committed_seq = record.last_seq
         self.events: list[EventRecord] = []
+        self.pieces: list[bytes] = []  # events[i] as page_piece encodes it
         self._cache_bytes = 0
         self._waiters: list[Deferred] = []
         self._exit_waiters: list[Deferred] = []
@@ -114,8 +115,10 @@ class Session:
             payload_json=_payload_encoder.encode(self._redact(payload)).decode(),
             created_at=timestamp(),
         )
+        piece = page_piece(event)
         self.events.append(event)
-        self._cache_bytes += len(event.payload_json)
+        self.pieces.append(piece)
+        self._cache_bytes += len(piece)
         done = self._store.append_events([event], wait=True)
         done.addCallback(self._committed, event.seq)
         self._wake()
@@ -134,20 +137,22 @@ class Session:
             and (self._cache_bytes > CACHE_BYTES or len(events) - drop > CACHE_EVENTS)
             and events[drop].seq <= self.committed_seq
         ):
-            self._cache_bytes -= len(events[drop].payload_json)
+            self._cache_bytes -= len(self.pieces[drop])
             drop += 1
         if drop:
             del events[:drop]
+            del self.pieces[:drop]
 
-    def cached_after(self, after_seq: int) -> list[EventRecord] | None:
-        """Events with seq > after_seq from memory, or None if memory no longer reaches back."""
-        events = self.events
-        if not events:
-            return [] if after_seq >= self.committed_seq else None
-        first = events[0].seq
-        if after_seq + 1 < first:
-            return None
-        return events[max(0, after_seq + 1 - first):]
+    def reaches(self, after_seq: int) -> bool:
+        """Memory holds every event after ``after_seq``: nothing between it and the cache is missing."""
+        if not self.events:
+            return after_seq >= self.committed_seq
+        return after_seq + 1 >= self.events[0].seq
+
+    def recent(self, after_seq: int) -> tuple[list[EventRecord], list[bytes]]:
+        """The events in memory with seq > after_seq, and their page pieces."""
+        start = max(0, after_seq + 1 - self.events[0].seq) if self.events else 0
+        return self.events[start:], self.pieces[start:]
 
     def wait(self) -> Deferred:
         """A Deferred that fires at the next event (or at once if the session is done)."""

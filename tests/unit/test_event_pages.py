@@ -1,8 +1,8 @@
-"""Event pages are built a batch of events at a time (coven/api/events.py ``_page``).
+"""Event pages are joined from events encoded once, a chunk at a time (coven/api/events.py ``_page``).
 
-These pin what the batching must never change: the page is exactly the events encoded one by
-one and joined, ``hasMore`` is exact at and around batch boundaries, the size cap can fall in
-the middle of a batch, and the first event that cannot fit is a 413. The history comes from a
+These pin what the joining must never change: the page is exactly the events encoded one by
+one and joined, ``hasMore`` is exact at and around chunk boundaries, the size cap can fall in
+the middle of a chunk, and the first event that cannot fit is a 413. The history comes from a
 stand-in store and the recent part from a stand-in session, as the supervisor would hold it.
 """
 
@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 import coven.api.events as events_module
-from coven.api.events import ENCODE_BATCH, Events
+from coven.api.events import FIRST_DB_CHUNK, Events
 from coven.errors import ApiError
-from coven.wire import EventRecord, encode
+from coven.wire import EventRecord, encode, page_piece
+
+CHUNK = FIRST_DB_CHUNK
 
 
 def make_events(count: int, size: int = 20) -> list[EventRecord]:
@@ -33,15 +35,15 @@ class Session:
 
     def __init__(self, events: list[EventRecord], first_cached: int) -> None:
         self.events = [e for e in events if e.seq >= first_cached]
+        self.pieces = [page_piece(e) for e in self.events]
         self.committed_seq = events[-1].seq if events else 0
 
-    def cached_after(self, after: int) -> list[EventRecord] | None:
-        if not self.events:
-            return [] if after >= self.committed_seq else None
-        first = self.events[0].seq
-        if after + 1 < first:
-            return None
-        return self.events[max(0, after + 1 - first):]
+    def reaches(self, after: int) -> bool:
+        return after >= self.committed_seq if not self.events else after + 1 >= self.events[0].seq
+
+    def recent(self, after: int) -> tuple[list[EventRecord], list[bytes]]:
+        start = max(0, after + 1 - self.events[0].seq) if self.events else 0
+        return self.events[start:], self.pieces[start:]
 
 
 class Store:
@@ -79,12 +81,12 @@ def page(events: list[EventRecord], after: int, limit: int | None, first_cached:
 
 
 @pytest.mark.parametrize("first_cached", [None, 1, 40, 300])
-@pytest.mark.parametrize("count", [0, 1, ENCODE_BATCH - 1, ENCODE_BATCH, ENCODE_BATCH + 1, 3 * ENCODE_BATCH, 250])
-@pytest.mark.parametrize("limit", [None, 1, ENCODE_BATCH, ENCODE_BATCH + 1, 100, 1000])
+@pytest.mark.parametrize("count", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 250])
+@pytest.mark.parametrize("limit", [None, 1, CHUNK, CHUNK + 1, 100, 1000])
 def test_a_page_is_every_event_after_the_cursor_up_to_the_limit(count: int, limit: int | None,
                                                                first_cached: int | None) -> None:
     events = make_events(count)
-    for after in (0, 1, ENCODE_BATCH, count):
+    for after in (0, 1, CHUNK, count):
         result = page(events, after, limit, first_cached)
         want = [e.seq for e in events if e.seq > after][:limit]
         assert [e["seq"] for e in result["events"]] == want
@@ -94,13 +96,13 @@ def test_a_page_is_every_event_after_the_cursor_up_to_the_limit(count: int, limi
 
 def test_the_size_cap_can_end_a_page_inside_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     events = make_events(200, size=100)
-    fits = ENCODE_BATCH + 10  # the second batch is cut after its tenth event
+    fits = CHUNK + 10  # the second chunk is cut after its tenth event
     cap = events_module._ENVELOPE + sum(len(encode(e)) + 1 for e in events[:fits])
     monkeypatch.setattr(events_module, "MAX_RESPONSE", cap)
     result = page(events, 0, 1000)
-    assert [e["seq"] for e in result["events"]] == list(range(1, ENCODE_BATCH + 11))
+    assert [e["seq"] for e in result["events"]] == list(range(1, CHUNK + 11))
     assert result["hasMore"] is True
-    assert result["nextCursor"] == {"afterSeq": ENCODE_BATCH + 10}
+    assert result["nextCursor"] == {"afterSeq": CHUNK + 10}
 
 
 def test_without_a_limit_what_does_not_fit_is_a_413(monkeypatch: pytest.MonkeyPatch) -> None:

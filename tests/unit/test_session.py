@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 
 from coven.sessions import session as session_module
 from coven.sessions.session import InvalidTransition, Session
-from coven.wire import SessionRecord
+from coven.wire import SessionRecord, page_piece
 from tests.unit.fakes import FakeHandle, FakeStore
 
 
@@ -144,9 +144,12 @@ def test_cache_keeps_uncommitted_events_and_trims_committed_ones(monkeypatch):
     assert [e.seq for e in session.events] == [1, 2, 3, 4, 5]  # nothing committed, nothing dropped
     store.commit()
     assert [e.seq for e in session.events] == [3, 4, 5]
-    assert session.cached_after(1) is None  # memory no longer reaches back: read the store
-    assert [e.seq for e in session.cached_after(3)] == [4, 5]
-    assert session.cached_after(5) == []
+    assert not session.reaches(1)  # memory no longer reaches back: read the store
+    assert session.reaches(2) and session.reaches(5)
+    events, pieces = session.recent(3)
+    assert [e.seq for e in events] == [4, 5]
+    assert pieces == [page_piece(e) for e in events]  # each encoded once, as pages join them
+    assert session.recent(5) == ([], [])
 
 
 def test_secrets_are_redacted_before_storage():
