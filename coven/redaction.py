@@ -12,6 +12,10 @@ its start ("sk-", "token", "authorization", …). So the text is lowercased once
 are found by compiled literal searches (C speed), and the combined pattern is tried only where
 a match could start. Trying a superset of the possible starts in ascending order, skipping those
 inside the previous match, gives exactly what a full ``sub`` gives.
+
+A pty hands output over in reads of any size, so a secret can arrive in two. ``settled`` finds
+a tail that may be the start of one (with the ``regex`` engine, which can tell a truncated
+match), and the session holds that tail back until the next read settles it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import regex
 from twisted.logger import Logger
 
 REDACTED = "[REDACTED]"
@@ -45,6 +50,8 @@ BUILT_IN_PATTERNS = (
 )
 
 PATTERN = re.compile("|".join(BUILT_IN_PATTERNS))
+# The same patterns in the engine that can tell a truncated match ("sk-ab" at the end of a read).
+PARTIAL = regex.compile(PATTERN.pattern)
 
 # trigger -> the lowercase text that may stand between a match's start and the trigger.
 # Derived pattern by pattern above; the property test checks the result against PATTERN.sub.
@@ -129,6 +136,59 @@ def _redact_built_in(text: str) -> str:
         return text
     pieces.append(text[done:])
     return "".join(pieces)
+
+
+# How far back an unsettled secret may start: one on the last line (none of them spans a line
+# break but a private key), an unfinished private-key block, and a trigger still being written.
+LINE_REACH = 4096
+KEY_REACH = 16384
+TRIGGER_REACH = 32
+# A shorter beginning ("s", "ht") is too common to hold back: it ends every cursor-show sequence.
+MIN_PARTIAL = 3
+
+
+def settled(text: str, before: str = "") -> int:
+    """How much of ``text`` can be redacted and stored now.
+
+    What follows may be the start of a secret that the next read completes or lengthens
+    ("… sk-ab" then "cdef…"); redacting the two halves apart would store both in the clear,
+    so that tail waits for more output. ``before`` is the text stored just before, so word
+    boundaries are judged as in the whole stream.
+    """
+    whole = before + text
+    end = len(whole)
+    first = len(before)
+    reach = max(first, end - KEY_REACH)
+    begin = max(whole.rfind("-----BEGIN", reach), whole.rfind("-----begin", reach))
+    if begin >= 0 and _reaches_end(whole, begin):
+        return begin - first
+    # Matches are taken leftmost-first, as redaction takes them; the last may run to the end.
+    line = max(first, whole.rfind("\n", first) + 1, end - LINE_REACH)
+    starts = _match_starts(whole[line:])
+    candidates = (
+        (m.start() for m in PARTIAL.finditer(whole, line, partial=True))
+        if starts is None else (line + start for start in starts)
+    )
+    done = line
+    for start in candidates:
+        if start < done:
+            continue
+        match = PARTIAL.match(whole, start, partial=True)
+        if match is None:
+            continue
+        if match.end() == end:
+            return start - first if end - start >= MIN_PARTIAL else len(text)
+        done = match.end()
+    for match in PARTIAL.finditer(whole, max(done, end - TRIGGER_REACH), partial=True):
+        if match.partial and end - match.start() >= MIN_PARTIAL:
+            return match.start() - first
+    return len(text)
+
+
+def _reaches_end(text: str, start: int) -> bool:
+    """A match at ``start`` runs to the end of ``text``: more output could still lengthen it."""
+    match = PARTIAL.match(text, start, partial=True)
+    return match is not None and match.end() == len(text) and len(text) - start >= MIN_PARTIAL
 
 
 class Redactor:

@@ -18,7 +18,7 @@ import msgspec
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from coven.redaction import redact_payload
+from coven.redaction import redact_payload, settled
 from coven.sessions import vtquery
 from coven.sessions.runtime import PtyHandle, signal_name
 from coven.wire import EventRecord, SessionRecord, page_piece, timestamp
@@ -28,6 +28,8 @@ COALESCE_WINDOW = 0.004
 QUIET_AFTER = 0.010
 # A read this small is a program that paused (an echo, a prompt), not one streaming output.
 SMALL_READ = 4096
+# How long a tail that may begin a secret waits for the rest (it normally arrives with the next read).
+UNSETTLED_WAIT = 0.020
 CACHE_BYTES = 1024 * 1024
 CACHE_EVENTS = 4096
 
@@ -76,6 +78,9 @@ class Session:
         self._pending_bytes = 0
         self._flush_call: Any = None
         self._last_flush = float("-inf")
+        self._unsettled = ""  # decoded output that may be the start of a secret, held back
+        self._release_call: Any = None
+        self._stored_last = ""  # the last character of output stored, for word boundaries
         self.finished = False
         self.paused = False
 
@@ -194,18 +199,37 @@ class Session:
             delay = COALESCE_WINDOW if streaming else 0
             self._flush_call = self._reactor.callLater(delay, self.flush_output)
 
-    def flush_output(self, final: bool = False) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+    def flush_output(self, final: bool = False, release: bool = False) -> None:
+        """Turn what the pty gave into an ``output`` event.
+
+        A tail that may be the start of a secret (``redaction.settled``) is held back until
+        more output settles it, for at most UNSETTLED_WAIT of quiet, or until the exit;
+        ``release`` lets it go as it stands.
+        """
+        for call in (self._flush_call, self._release_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_call = self._release_call = None
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
         self._last_flush = self._reactor.seconds()
-        text = self._decoder.decode(data, final)
-        if text:
-            self.append("output", {"data": text})
+        text = self._unsettled + self._decoder.decode(data, final)
+        keep = len(text) if final or release else settled(text, self._stored_last)
+        self._unsettled = text[keep:]
+        if self._unsettled:
+            self._release_call = self._reactor.callLater(UNSETTLED_WAIT, self._release)
+        if keep:
+            self._stored_last = text[keep - 1]
+            self.append("output", {"data": text[:keep]})
+
+    def _release(self) -> None:
+        """Quiet for long enough: store the held tail, unless reading is paused (more may be queued)."""
+        if self.paused:
+            self._release_call = self._reactor.callLater(UNSETTLED_WAIT, self._release)
+        else:
+            self._release_call = None
+            self.flush_output(release=True)
 
     def exited(self, code: int | None, signum: int | None) -> None:
         """The process is gone and its pty drained: record the exit last, then let go."""

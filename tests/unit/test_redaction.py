@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coven.redaction import PATTERN, REDACTED, Redactor, is_secret_key, redact_payload, redact_text
+from coven.redaction import PATTERN, REDACTED, Redactor, is_secret_key, redact_payload, redact_text, settled
 
 R = REDACTED
 OPENAI = "sk-" + "a" * 40
@@ -205,3 +205,26 @@ def test_malformed_privacy_file_refuses_to_start(tmp_path: Path, content: str) -
     (tmp_path / "privacy.toml").write_text(content)
     with pytest.raises(ValueError, match="privacy.toml"):
         Redactor.from_home(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "before", "held"),
+    [
+        ("echo sk-abc", "", "sk-abc"),  # too short yet, but may grow into a key
+        (f"key {OPENAI}", "", OPENAI),  # a whole key that may still be growing
+        (f"key {OPENAI} done", "", ""),
+        ("export OPENAI_API", "", "OPENAI_API"),  # the name of a secret, still being written
+        ("Authorization: Bearer abc", "", "Authorization: Bearer abc"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA", "", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n", "", ""),
+        ("open https://example.com/docs", "", "https://example.com/docs"),  # may yet say "internal"
+        ("https://internal.example.com/x done", "", ""),
+        ("hello world", "", ""),
+        ("password is nice", "", ""),
+        ("s", " ", ""),  # a typed echo: too short to hold
+        ("\x1b[?25h", "", ""),  # every cursor-show sequence ends in "h"
+        ("kie: x", "Coo", ""),  # what was stored already is not held again
+    ],
+)
+def test_settled_holds_back_only_what_may_start_a_secret(text: str, before: str, held: str) -> None:
+    assert text[settled(text, before):] == held
