@@ -14,8 +14,8 @@ a match could start. Trying a superset of the possible starts in ascending order
 inside the previous match, gives exactly what a full ``sub`` gives.
 
 A pty hands output over in reads of any size, so a secret can arrive in two. ``settled`` finds
-a tail that may be the start of one (with the ``regex`` engine, which can tell a truncated
-match), and the session holds that tail back until the next read settles it.
+a tail that may be the start of one, and the session holds that tail back until the next read
+settles it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import regex
 from twisted.logger import Logger
 
 REDACTED = "[REDACTED]"
@@ -50,8 +49,6 @@ BUILT_IN_PATTERNS = (
 )
 
 PATTERN = re.compile("|".join(BUILT_IN_PATTERNS))
-# The same patterns in the engine that can tell a truncated match ("sk-ab" at the end of a read).
-PARTIAL = regex.compile(PATTERN.pattern)
 
 # trigger -> the lowercase text that may stand between a match's start and the trigger.
 # Derived pattern by pattern above; the property test checks the result against PATTERN.sub.
@@ -139,12 +136,27 @@ def _redact_built_in(text: str) -> str:
 
 
 # How far back an unsettled secret may start: one on the last line (none of them spans a line
-# break but a private key), an unfinished private-key block, and a trigger still being written.
+# break but a private key), and an unfinished private-key block.
 LINE_REACH = 4096
 KEY_REACH = 16384
-TRIGGER_REACH = 32
+# An unfinished match with a space in it ("Authorization: Bearer ") is at most this far back.
+NEAR = 64
+# Text dense with triggers is scanned in full (as redaction does), so only this far back.
+DENSE_REACH = 256
 # A shorter beginning ("s", "ht") is too common to hold back: it ends every cursor-show sequence.
 MIN_PARTIAL = 3
+_PEM_END = re.compile(r"(?i)-----END [A-Z0-9 ]*-----")
+_WORD = re.compile(r"\w")
+_SPACE = re.compile(r"\s")
+# Each lowercase beginning (of MIN_PARTIAL characters or more) of the text a match opens with,
+# and whether it must start a word there; "http" and "?"/"&" matches may start anywhere.
+_OPENINGS: dict[str, bool] = {}
+for _trigger, _prefixes in _TRIGGERS + tuple((f"gh{kind}_", ("",)) for kind in "pousr"):
+    for _opening in (prefix + _trigger for prefix in _prefixes):
+        for _end in range(MIN_PARTIAL, len(_opening) + 1):
+            _bounded = _opening[0].isalpha() and not _opening.startswith("http")
+            _OPENINGS[_opening[:_end]] = _OPENINGS.get(_opening[:_end], True) and _bounded
+_LONGEST_OPENING = max(map(len, _OPENINGS))
 
 
 def settled(text: str, before: str = "") -> int:
@@ -153,42 +165,52 @@ def settled(text: str, before: str = "") -> int:
     What follows may be the start of a secret that the next read completes or lengthens
     ("… sk-ab" then "cdef…"); redacting the two halves apart would store both in the clear,
     so that tail waits for more output. ``before`` is the text stored just before, so word
-    boundaries are judged as in the whole stream.
+    boundaries are judged as in the whole stream. When in doubt it holds: a held tail only
+    waits a moment, a split secret is stored for good.
     """
     whole = before + text
     end = len(whole)
     first = len(before)
+    line = max(first, whole.rfind("\n", first) + 1, end - LINE_REACH)
     reach = max(first, end - KEY_REACH)
     begin = max(whole.rfind("-----BEGIN", reach), whole.rfind("-----begin", reach))
-    if begin >= 0 and _reaches_end(whole, begin):
-        return begin - first
-    # Matches are taken leftmost-first, as redaction takes them; the last may run to the end.
-    line = max(first, whole.rfind("\n", first) + 1, end - LINE_REACH)
+    if begin >= 0:
+        block = PATTERN.match(whole, begin)
+        if block is not None:
+            line = max(line, block.end())  # its closing dashes open nothing
+        elif not _PEM_END.search(whole, begin):
+            return begin - first  # a private key still being written
+    # Matches are taken leftmost-first, as redaction takes them; the last may run to the end,
+    # or a possible start may not have become a match yet.
     starts = _match_starts(whole[line:])
-    candidates = (
-        (m.start() for m in PARTIAL.finditer(whole, line, partial=True))
-        if starts is None else (line + start for start in starts)
-    )
+    if starts is None:  # dense with triggers: a full scan, but only of the last stretch
+        candidates: Iterable[int] = (m.start() for m in PATTERN.finditer(whole, max(line, end - DENSE_REACH)))
+    else:
+        candidates = (line + start for start in starts)
     done = line
     for start in candidates:
         if start < done:
             continue
-        match = PARTIAL.match(whole, start, partial=True)
-        if match is None:
-            continue
-        if match.end() == end:
-            return start - first if end - start >= MIN_PARTIAL else len(text)
-        done = match.end()
-    for match in PARTIAL.finditer(whole, max(done, end - TRIGGER_REACH), partial=True):
-        if match.partial and end - match.start() >= MIN_PARTIAL:
-            return match.start() - first
+        match = PATTERN.match(whole, start)
+        if match is not None and match.end() < end:
+            done = match.end()
+        elif end - start >= MIN_PARTIAL and _may_open(whole, start, whole[start].isalpha()) and (
+            match is not None or end - start <= NEAR or not _SPACE.search(whole, start)
+        ):
+            return start - first
+    tail = whole[max(done, end - _LONGEST_OPENING):].lower()
+    for size in range(len(tail), MIN_PARTIAL - 1, -1):
+        bounded = _OPENINGS.get(tail[-size:])
+        if bounded is not None and _may_open(whole, end - size, bounded):
+            return end - size - first
     return len(text)
 
 
-def _reaches_end(text: str, start: int) -> bool:
-    """A match at ``start`` runs to the end of ``text``: more output could still lengthen it."""
-    match = PARTIAL.match(text, start, partial=True)
-    return match is not None and match.end() == len(text) and len(text) - start >= MIN_PARTIAL
+def _may_open(text: str, start: int, bounded: bool) -> bool:
+    """A match may begin at ``start``: one that must start a word (``\\b``) does not follow a word character."""
+    if not bounded or start == 0 or text.startswith(("http", "HTTP"), start):
+        return True
+    return not _WORD.match(text, start - 1)
 
 
 class Redactor:

@@ -220,7 +220,9 @@ def test_malformed_privacy_file_refuses_to_start(tmp_path: Path, content: str) -
         ("open https://example.com/docs", "", "https://example.com/docs"),  # may yet say "internal"
         ("https://internal.example.com/x done", "", ""),
         ("hello world", "", ""),
-        ("password is nice", "", ""),
+        ("password is nice", "", "password is nice"),  # in doubt it holds: only for a moment
+        ("the password is nice, and then the line went on and on for quite a while longer", "", ""),
+        ("xsk-abc", "", ""),  # no match can start inside a word
         ("s", " ", ""),  # a typed echo: too short to hold
         ("\x1b[?25h", "", ""),  # every cursor-show sequence ends in "h"
         ("kie: x", "Coo", ""),  # what was stored already is not held again
