@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -248,6 +249,16 @@ def test_secrets_are_redacted_in_input_and_output(sessions):
     assert secret not in everything
     assert "[REDACTED]" in output(events)
     assert "[REDACTED]" in "".join(e["payload_json"] for e in events if e["kind"] == "input")
+
+
+def test_secrets_in_a_flood_are_redacted_wherever_the_reads_split_them(sessions):
+    """Megabytes of key lines reach the daemon in reads and 64 KiB events cut anywhere in a line."""
+    lines = 40000
+    program = f"import sys; sys.stdout.write('OPENAI_API_KEY=sk-{'Q7x' * 15}\\n' * {lines})"
+    record = sessions.launch(f"{sys.executable} -c \"{program}\"")
+    events = sessions.until_exit(record["id"], timeout=60)
+    assert len(events) > 10  # the flood really was cut into many events
+    assert output(events) == "[REDACTED]\r\n" * lines
 
 
 def test_non_utf8_output_becomes_replacement_characters(sessions):
