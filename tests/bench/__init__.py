@@ -1,6 +1,6 @@
 """Coven benchmarks: every workload through the daemon's real API, beside its physical limit.
 
-    make bench                                  # or: .venv/bin/python -m tests.bench
+    make bench                                  # or: .venv/test/bin/python -m tests.bench
     make bench ARGS="--quick"                   # a smoke run, about a minute
     make bench ARGS="--repeat 5 --json out.json --only throughput,echo"
 
