@@ -79,7 +79,7 @@ class Events:
     def _resolve_event_id(self, session_id: str, event_id: str | None) -> int:
         if event_id is None:
             return 0
-        session = self._context.supervisor.get(session_id)
+        session = self._context.supervisor.history(session_id)
         if session is not None:
             for event in session.events:
                 if event.id == event_id:
@@ -101,7 +101,7 @@ class Events:
         page of a few huge events never fetches a thousand rows and a page of many small
         ones takes a handful of queries.
         """
-        session = self._context.supervisor.get(session_id)
+        session = self._context.supervisor.history(session_id)
         store = self._context.store
         chunk_size = FIRST_DB_CHUNK
         while True:

@@ -70,7 +70,7 @@ class Session:
         self.committed_seq = record.last_seq
         self.events: list[EventRecord] = []
         self.pieces: list[bytes] = []  # events[i] as page_piece encodes it
-        self._cache_bytes = 0
+        self.cache_bytes = 0
         self._waiters: list[Deferred] = []
         self._exit_waiters: list[Deferred] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -123,7 +123,7 @@ class Session:
         piece = page_piece(event)
         self.events.append(event)
         self.pieces.append(piece)
-        self._cache_bytes += len(piece)
+        self.cache_bytes += len(piece)
         done = self._store.append_events([event], wait=True)
         done.addCallback(self._committed, event.seq)
         self._wake()
@@ -139,10 +139,10 @@ class Session:
         events = self.events
         while (
             drop < len(events)
-            and (self._cache_bytes > CACHE_BYTES or len(events) - drop > CACHE_EVENTS)
+            and (self.cache_bytes > CACHE_BYTES or len(events) - drop > CACHE_EVENTS)
             and events[drop].seq <= self.committed_seq
         ):
-            self._cache_bytes -= len(self.pieces[drop])
+            self.cache_bytes -= len(self.pieces[drop])
             drop += 1
         if drop:
             del events[:drop]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import OrderedDict
 from typing import Any, NoReturn
 
 import msgspec
@@ -27,6 +28,13 @@ class LaunchFailed(Exception):
     """The row exists but the program could not be started."""
 
 
+# A session that just finished keeps its recent events in memory for a while: clients read
+# the end of what an agent did right after it exits, and that should not cost SQLite reads.
+FINISHED_KEPT = 32
+FINISHED_BYTES = 16 * 1024 * 1024
+FINISHED_SECONDS = 300.0
+
+
 class Supervisor:
     """Registry of the sessions this daemon holds, and the operations on them."""
 
@@ -40,6 +48,9 @@ class Supervisor:
         self.harnesses = HarnessRegistry(config)
         self.redactor = Redactor()
         self._sessions: dict[str, Session] = {}
+        # id -> (when it finished, session), oldest first
+        self._finished: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        self._finished_bytes = 0
         # Failed launches whose row update is not committed yet: answered from here meanwhile.
         self._settling: dict[str, SessionRecord] = {}
         self._ladders: dict[str, KillLadder] = {}
@@ -52,6 +63,12 @@ class Supervisor:
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
+
+    def history(self, session_id: str) -> Session | None:
+        """A live session, or one finished moments ago: the one whose recent events are in memory."""
+        self._forget_finished()
+        kept = self._finished.get(session_id)
+        return kept[1] if kept is not None else self._sessions.get(session_id)
 
     def record(self, session_id: str) -> SessionRecord | None:
         """The newest record of a session this daemon holds in memory, if any."""
@@ -154,6 +171,20 @@ class Supervisor:
         if session.paused:
             session.paused = False
             self.paused_sessions -= 1
+        self._finished[session.id] = (self._reactor.seconds(), session)
+        self._finished_bytes += session.cache_bytes
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        """Drop finished sessions from memory: the oldest first, beyond the count, bytes or age kept."""
+        too_old = self._reactor.seconds() - FINISHED_SECONDS
+        while self._finished:
+            finished_at, oldest = next(iter(self._finished.values()))
+            if len(self._finished) <= FINISHED_KEPT and self._finished_bytes <= FINISHED_BYTES \
+                    and finished_at > too_old:
+                return
+            self._finished.popitem(last=False)
+            self._finished_bytes -= oldest.cache_bytes
 
     # control
 

@@ -189,6 +189,11 @@ class BenchDaemon:
         self.daemon.close()
         shutil.rmtree(self.project, ignore_errors=True)
 
+    def restart(self) -> None:
+        """Stop the daemon cleanly and start another on the same home: memory starts empty."""
+        self.daemon.stop()
+        self.daemon.start()
+
     def __enter__(self) -> BenchDaemon:
         return self.start()
 

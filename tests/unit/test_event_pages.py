@@ -61,7 +61,7 @@ class Supervisor:
     def __init__(self, session: Session | None) -> None:
         self.session = session
 
-    def get(self, session_id: str) -> Session | None:
+    def history(self, session_id: str) -> Session | None:
         return self.session
 
 

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from coven.config import Config
 from coven.errors import ApiError
 from coven.sessions.launch import parse_launch
+from coven.sessions import supervisor as supervisor_module
 from coven.sessions.supervisor import Supervisor
 from tests.unit.fakes import FakeHandle, FakeStore
 
@@ -149,6 +150,40 @@ def test_a_group_left_behind_after_a_normal_exit_is_reaped(world):
     clock.advance(2.0)
     assert [s for _, s in handle.signals] == [signal.SIGHUP, signal.SIGTERM, signal.SIGKILL]
     assert clock.getDelayedCalls() == []
+
+
+def finish(runtime, index: int, output: bytes = b"done\n") -> None:
+    _, emit, exited, handle = runtime.started[index]
+    emit(output)
+    handle.alive = False
+    exited(0, None)
+
+
+def test_a_finished_session_stays_readable_from_memory_for_a_while(world):
+    clock, store, runtime, supervisor, launch = world
+    record = launch()
+    finish(runtime, 0)
+    assert supervisor.get(record.id) is None  # no longer live: input, resize and kill are refused
+    kept = supervisor.history(record.id)
+    assert kept is not None and kept.finished and kept.reaches(0)
+    assert [e.kind for e in kept.recent(0)[0]] == ["output", "exit"]
+    clock.advance(supervisor_module.FINISHED_SECONDS)
+    assert supervisor.history(record.id) is None  # then pages come from SQLite
+
+
+def test_finished_sessions_kept_in_memory_are_bounded_by_count_and_bytes(world, monkeypatch):
+    clock, store, runtime, supervisor, launch = world
+    records = [launch() for _ in range(supervisor_module.FINISHED_KEPT + 2)]
+    for index in range(len(records)):
+        finish(runtime, index)
+    kept = [r.id for r in records if supervisor.history(r.id) is not None]
+    assert kept == [r.id for r in records[2:]]  # the oldest went first
+
+    monkeypatch.setattr(supervisor_module, "FINISHED_BYTES", 3000)
+    big = launch()
+    finish(runtime, len(records), b"x" * 2500)
+    assert supervisor.history(big.id) is not None
+    assert [r.id for r in records if supervisor.history(r.id) is not None] == []
 
 
 def test_sessions_do_not_inherit_the_daemons_systemd_handoffs(tmp_path):
