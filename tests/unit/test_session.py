@@ -170,16 +170,20 @@ def stored_output(store) -> str:
     return "".join(p["data"] for p in payloads(store, "output"))
 
 
+def reads(clock, session, *chunks: bytes) -> None:
+    """Each chunk as one pty read, flushed before the next one comes (as a quiet session's are)."""
+    for chunk in chunks:
+        session.output(chunk)
+        clock.advance(0)
+
+
 @pytest.mark.parametrize("cut", [3, 5, len(SECRET) - 1, len(SECRET)])
 def test_a_secret_split_across_reads_is_redacted_whole(cut):
     """The pty may hand over a secret in two reads; neither half may reach the store."""
     clock, store, session, _ = make_session()
     line = f"export OPENAI_API_KEY={SECRET}\r\n$ "
     at = line.index(SECRET) + cut
-    session.output(line[:at].encode())
-    clock.advance(0)  # a quiet session's read is flushed at once
-    session.output(line[at:].encode())
-    clock.advance(0)
+    reads(clock, session, line[:at].encode(), line[at:].encode())
     assert stored_output(store) == redact_text(line) == "export [REDACTED]\r\n$ "
     halves = [half for half in (SECRET[:cut], SECRET[cut:]) if half]
     assert not any(half in e.payload_json for half in halves for e in store.events)
@@ -188,17 +192,14 @@ def test_a_secret_split_across_reads_is_redacted_whole(cut):
 def test_a_private_key_split_across_reads_is_redacted_whole():
     clock, store, session, _ = make_session()
     key = "-----BEGIN RSA PRIVATE KEY-----\n" + "MIIEowIBAAKCAQEA\n" * 40 + "-----END RSA PRIVATE KEY-----\n"
-    for at in range(0, len(key), 100):
-        session.output(key[at:at + 100].encode())
-        clock.advance(0)
+    reads(clock, session, *(key[at:at + 100].encode() for at in range(0, len(key), 100)))
     assert stored_output(store) == "[REDACTED]\n"
 
 
 def test_a_held_tail_is_stored_after_a_quiet_moment():
     """What only looked like the start of a secret is not held for long, and nothing is lost."""
     clock, store, session, _ = make_session()
-    session.output(b"$ open https://example.com/docs")
-    clock.advance(0)
+    reads(clock, session, b"$ open https://example.com/docs")
     assert stored_output(store) == "$ open "
     clock.advance(session_module.UNSETTLED_WAIT)
     assert stored_output(store) == "$ open https://example.com/docs"
@@ -207,30 +208,25 @@ def test_a_held_tail_is_stored_after_a_quiet_moment():
 
 def test_typed_echoes_and_cursor_sequences_are_never_held():
     clock, store, session, _ = make_session()
-    for echo in (b"s", b"h", b"a", b"\x1b[?25h", b"ls -la"):
-        session.output(echo)
-        clock.advance(0)
+    reads(clock, session, b"s", b"h", b"a", b"\x1b[?25h", b"ls -la")
     assert stored_output(store) == "sha\x1b[?25hls -la"
 
 
 def test_a_held_tail_waits_while_reading_is_paused():
     """Under backpressure the rest of the secret is still in the pty: keep holding."""
     clock, store, session, _ = make_session()
-    session.output(b"token: ghp_abcdefghij")
-    clock.advance(0)
+    reads(clock, session, b"token: ghp_abcdefghij")
     session.paused = True
     clock.advance(10 * session_module.UNSETTLED_WAIT)
     assert stored_output(store) == "token: "
     session.paused = False
-    session.output(b"klmnopqrstuvwxyz\n")
-    clock.advance(0)
+    reads(clock, session, b"klmnopqrstuvwxyz\n")
     assert stored_output(store) == "token: [REDACTED]\n"
 
 
 def test_the_exit_stores_what_was_held():
     clock, store, session, _ = make_session()
-    session.output(b"last words: sk-abc")
-    clock.advance(0)
+    reads(clock, session, b"last words: sk-abc")
     session.exited(0, None)
     assert stored_output(store) == "last words: sk-abc"
     assert [e.kind for e in store.events][-1] == "exit"
@@ -262,9 +258,7 @@ def test_reads_split_anywhere_past_a_secrets_first_characters_store_what_one_rea
     inside = {cut for cut in cuts for start, stop in spans if start < cut < stop}
     assume(not any(_WORD.match(whole, cut - 1) and _WORD.match(whole, cut) for cut in set(cuts) - inside))
     clock, store, session, _ = make_session()
-    for a, b in zip([0, *cuts], [*cuts, len(whole)]):
-        session.output(whole[a:b].encode())
-        clock.advance(0)
+    reads(clock, session, *(whole[a:b].encode() for a, b in zip([0, *cuts], [*cuts, len(whole)])))
     session.exited(0, None)
     assert stored_output(store) == redact_text(whole)
 
