@@ -125,7 +125,8 @@ class Session:
         self.pieces.append(piece)
         self.cache_bytes += len(piece)
         done = self._store.append_events([event], wait=True)
-        done.addCallback(self._committed, event.seq)
+        # A write the store refuses or gives up on is logged by the writer; the event stays cached.
+        done.addCallbacks(self._committed, lambda _: None, callbackArgs=(event.seq,))
         self._wake()
         return event
 
@@ -246,7 +247,7 @@ class Session:
             "session {sessionId} exited: status={status} code={code} signal={signal}",
             sessionId=self.id, status=status, code=code, signal=signal_name(signum),
         )
-        self._store.writer.flushed().addCallback(self._released)
+        self._store.writer.flushed().addBoth(self._released)  # stored or not, the process is gone
 
     def _released(self, _: Any) -> None:
         self._on_finished(self)

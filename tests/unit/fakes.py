@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 
 
 class FakeWriter:
@@ -14,9 +14,10 @@ class FakeWriter:
         self.state = "healthy"
         self.last_error = None
         self.pending: list[Deferred] = []
+        self.refuse: Exception | None = None  # how every write fails, when the test says they do
 
     def flushed(self) -> Deferred:
-        return succeed(None)
+        return succeed(None) if self.refuse is None else fail(self.refuse)
 
 
 class FakeStore:
@@ -39,6 +40,8 @@ class FakeStore:
         return succeed(None) if wait else None
 
     def append_events(self, events: list[Any], wait: bool = False) -> Any:
+        if self.writer.refuse is not None:
+            return fail(self.writer.refuse)
         self.events.extend(events)
         d: Deferred = Deferred()
         if self.autocommit:

@@ -1,7 +1,9 @@
 """A session's event log on a fake clock: decoding, coalescing, numbering, exit, followers."""
 
+import gc
 import json
 import re
+import sqlite3
 
 import pytest
 from hypothesis import assume, given, settings
@@ -261,6 +263,19 @@ def test_reads_split_anywhere_past_a_secrets_first_characters_store_what_one_rea
     reads(clock, session, *(whole[a:b].encode() for a, b in zip([0, *cuts], [*cuts, len(whole)])))
     session.exited(0, None)
     assert stored_output(store) == redact_text(whole)
+
+
+def test_writes_the_store_fails_still_let_the_session_finish(logged):
+    """The writer logs what it could not store; the session neither leaks failures nor hangs."""
+    clock, store, session, released = make_session()
+    finished = session.when_finished()
+    store.writer.refuse = sqlite3.OperationalError("disk I/O error")
+    reads(clock, session, b"lost\n")
+    session.exited(0, None)
+    assert released == [session] and finished.called  # daemon shutdown waits on this
+    assert not session.live
+    gc.collect()
+    assert not [e for e in logged if e.get("log_failure") is not None or e.get("isError")]
 
 
 def test_terminal_queries_are_answered_and_kept_out_of_the_log():
