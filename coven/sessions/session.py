@@ -176,7 +176,7 @@ class Session:
             d.callback(None)
 
     def when_finished(self) -> Deferred:
-        """Each caller gets its own Deferred, fired once the exit is committed."""
+        """Each caller gets its own Deferred, fired once the exit is committed (or the store gave up on it)."""
         d: Deferred = Deferred()
         if self.finished and self.committed_seq >= self.last_seq:
             d.callback(None)
