@@ -50,7 +50,7 @@ class PtyHandle:
         # Twisted drops transport.proto once the process has ended; the exit still flushes
         # output (and may meet backpressure) after that, so keep our own reference.
         self._protocol = transport.proto
-        self.pid: int = transport.pid
+        self.pid: int = transport.leader
 
     def write(self, data: bytes) -> None:
         self._transport.write(data)
@@ -144,6 +144,9 @@ class _SpawnedPty(process.PTYProcess):
         finally:
             os.fchdir(here)
             os.close(here)
+        # Twisted sets pid to None once it reaps the child, which it does at once if the child
+        # is already gone when registered; the launch answer and the kill ladder still need it.
+        self.leader: int = self.pid
         self.status = -1
 
     def doRead(self) -> Any:

@@ -200,7 +200,7 @@ def test_a_pty_handle_pauses_and_resumes_after_its_process_ended():
     from coven.sessions.runtime import PtyHandle
 
     class Transport:
-        pid = 7
+        leader = 7
         proto = type("Proto", (), {"paused": False})()
         producing = True
 
