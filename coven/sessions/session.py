@@ -79,7 +79,7 @@ class Session:
         self._flush_call: Any = None
         self._last_flush = float("-inf")
         self._unsettled = ""  # decoded output that may be the start of a secret, held back
-        self._release_call: Any = None
+        self._unsettled_call: Any = None
         self._stored_last = ""  # the last character of output stored, for word boundaries
         self.finished = False
         self.paused = False
@@ -207,10 +207,10 @@ class Session:
         more output settles it, for at most UNSETTLED_WAIT of quiet, or until the exit;
         ``release`` lets it go as it stands.
         """
-        for call in (self._flush_call, self._release_call):
+        for call in (self._flush_call, self._unsettled_call):
             if call is not None and call.active():
                 call.cancel()
-        self._flush_call = self._release_call = None
+        self._flush_call = self._unsettled_call = None
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
@@ -219,17 +219,17 @@ class Session:
         keep = len(text) if final or release else settled(text, self._stored_last)
         self._unsettled = text[keep:]
         if self._unsettled:
-            self._release_call = self._reactor.callLater(UNSETTLED_WAIT, self._release)
+            self._unsettled_call = self._reactor.callLater(UNSETTLED_WAIT, self._release_unsettled)
         if keep:
             self._stored_last = text[keep - 1]
             self.append("output", {"data": text[:keep]})
 
-    def _release(self) -> None:
+    def _release_unsettled(self) -> None:
         """Quiet for long enough: store the held tail, unless reading is paused (more may be queued)."""
         if self.paused:
-            self._release_call = self._reactor.callLater(UNSETTLED_WAIT, self._release)
+            self._unsettled_call = self._reactor.callLater(UNSETTLED_WAIT, self._release_unsettled)
         else:
-            self._release_call = None
+            self._unsettled_call = None
             self.flush_output(release=True)
 
     def exited(self, code: int | None, signum: int | None) -> None:
