@@ -41,7 +41,11 @@ class StoreService(ClaimingService):
         try:
             recovered = self.store.open(self._started_at)
         except (OSError, sqlite3.Error, SchemaTooNew) as e:
-            raise StoreUnavailable(f"coven: cannot open the store {self.store.path}: {e}") from e
+            message = f"coven: cannot open the store {self.store.path}: {e}"
+            if getattr(e, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                message += (f"; it is damaged: move {self.store.path} and its -wal and -shm files aside to start"
+                            " with an empty store (sqlite3's .recover may save what it holds)")
+            raise StoreUnavailable(message) from e
         self.log.info(
             "store opened at {path}: {orphaned} running sessions marked orphaned, {failed} stale created marked failed",
             path=str(self.store.path),

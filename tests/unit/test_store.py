@@ -162,6 +162,18 @@ def test_a_store_that_cannot_open_stops_startup(tmp_path: Path) -> None:
         service.privilegedStartService()
 
 
+def test_a_damaged_store_stops_startup_and_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "coven.sqlite3"
+    path.write_bytes(b"this is not a database, it only has the name of one" * 100)
+    service = StoreService(Store(reactor, path), reactor, timestamp(), 30)
+    with pytest.raises(StoreUnavailable) as refused:
+        service.privilegedStartService()
+    message = str(refused.value)
+    assert message.startswith(f"coven: cannot open the store {path}: file is not a database")
+    assert f"move {path} and its -wal and -shm files aside" in message
+    assert path.read_bytes().startswith(b"this is not a database")  # left as it was
+
+
 @pytest_twisted.ensureDeferred
 async def test_recovery_marks_rows_an_earlier_daemon_left(store: Store, config: Any) -> None:
     old = time.time_ns() - 700 * 1_000_000_000
