@@ -93,9 +93,9 @@ class Events:
         return seq
 
     def _iter(self, session_id: str, after: int,
-              want: int | None = None) -> Iterator[tuple[list[EventRecord], list[bytes]]]:
-        """Events in seq order with their page pieces, a list at a time: committed history from
-        SQLite, the rest from memory.
+              want: int | None = None) -> Iterator[tuple[list[EventRecord], list[bytes] | None]]:
+        """Events in seq order, a list at a time: committed history from SQLite, the rest from
+        memory, which also holds their page pieces (None for what SQLite gave).
 
         ``want`` bounds how many the caller can use; SQLite is read in growing chunks, so a
         page of a few huge events never fetches a thousand rows and a page of many small
@@ -109,7 +109,7 @@ class Events:
                 size = chunk_size if want is None else min(chunk_size, want)
                 chunk = store.read_events(session_id, after, size)
                 if chunk:
-                    yield chunk, [page_piece(event) for event in chunk]
+                    yield chunk, None
                     after = chunk[-1].seq
                     chunk_size = min(chunk_size * 2, DB_CHUNK)
                     if want is not None:
@@ -133,6 +133,8 @@ class Events:
         more = False
         # One event past the page is fetched, so ``hasMore`` is exact (the limit+1 peek).
         for events, pieces in self._iter(session_id, after, None if limit is None else limit + 1):
+            if pieces is None:
+                pieces = [page_piece(event) for event in events]
             take = len(pieces) if limit is None else min(len(pieces), limit - count)
             fit, used = _fitting(pieces[:take], room)
             if fit:
