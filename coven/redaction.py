@@ -148,14 +148,13 @@ MIN_PARTIAL = 3
 _PEM_END = re.compile(r"(?i)-----END [A-Z0-9 ]*-----")
 _WORD = re.compile(r"\w")
 _SPACE = re.compile(r"\s")
-# Each lowercase beginning (of MIN_PARTIAL characters or more) of the text a match opens with,
-# and whether it must start a word there; "http" and "?"/"&" matches may start anywhere.
-_OPENINGS: dict[str, bool] = {}
-for _trigger, _prefixes in _TRIGGERS + tuple((f"gh{kind}_", ("",)) for kind in "pousr"):
-    for _opening in (prefix + _trigger for prefix in _prefixes):
-        for _end in range(MIN_PARTIAL, len(_opening) + 1):
-            _bounded = _opening[0].isalpha() and not _opening.startswith("http")
-            _OPENINGS[_opening[:_end]] = _OPENINGS.get(_opening[:_end], True) and _bounded
+# Each lowercase beginning (of MIN_PARTIAL characters or more) of the text a match opens with.
+_OPENINGS = frozenset(
+    opening[:end]
+    for trigger, prefixes in _TRIGGERS + tuple((f"gh{kind}_", ("",)) for kind in "pousr")
+    for opening in (prefix + trigger for prefix in prefixes)
+    for end in range(MIN_PARTIAL, len(opening) + 1)
+)
 _LONGEST_OPENING = max(map(len, _OPENINGS))
 
 
@@ -194,21 +193,21 @@ def settled(text: str, before: str = "") -> int:
         match = PATTERN.match(whole, start)
         if match is not None and match.end() < end:
             done = match.end()
-        elif end - start >= MIN_PARTIAL and _may_open(whole, start, whole[start].isalpha()) and (
+        elif end - start >= MIN_PARTIAL and _may_open(whole, start) and (
             match is not None or end - start <= NEAR or not _SPACE.search(whole, start)
         ):
             return start - first
     tail = whole[max(done, end - _LONGEST_OPENING):].lower()
     for size in range(len(tail), MIN_PARTIAL - 1, -1):
-        bounded = _OPENINGS.get(tail[-size:])
-        if bounded is not None and _may_open(whole, end - size, bounded):
+        if tail[-size:] in _OPENINGS and _may_open(whole, end - size):
             return end - size - first
     return len(text)
 
 
-def _may_open(text: str, start: int, bounded: bool) -> bool:
-    """A match may begin at ``start``: one that must start a word (``\\b``) does not follow a word character."""
-    if not bounded or start == 0 or text.startswith(("http", "HTTP"), start):
+def _may_open(text: str, start: int) -> bool:
+    """A match may begin at ``start``: a word-led one (``\\b``; all but "http", "?", "&", "-----")
+    only where no word character comes before it."""
+    if start == 0 or not text[start].isalpha() or "http".startswith(text[start:start + 4].lower()):
         return True
     return not _WORD.match(text, start - 1)
 
